@@ -1,0 +1,3 @@
+"""Baseline hashing appliance."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,260 @@
+"""The ``appliance`` command: serve, hash, match, scan, demo.
+
+Output of hash/match/scan is one JSON object per file and line (DESIGN.md):
+``{"file", "md5", "sha1", "sha256", "pdq", "pdq_quality", ...}``, with
+``"matches"`` for match and scan, ``"skipped"`` for signals that could not be
+made, or ``{"file", "error": {"code", "message"}}``. Exit status: 0 when every
+file was processed, 1 when some file had an error, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance import config as cfg
+from appliance.errors import ApplianceError, ItemCode
+
+# Heavy modules (numba, Pillow, grpc) are imported by the commands that need
+# them, so `appliance --help` answers at once.
+
+
+def _config(args: argparse.Namespace) -> cfg.Config:
+    server = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "metrics_port": getattr(args, "metrics_port", None),
+        "backend": getattr(args, "backend", None),
+        "workers": getattr(args, "workers", None),
+        "audit_log": getattr(args, "audit_log", None),
+    }
+    matching = {
+        "pdq_threshold": getattr(args, "pdq_threshold", None),
+        "pdq_quality_min": getattr(args, "pdq_quality_min", None),
+    }
+    return cfg.load(
+        path=args.config,
+        env=os.environ,
+        overrides={"server": server, "matching": matching},
+        lists=getattr(args, "lists", None),
+    )
+
+
+def _read(path: Path, limit: int) -> bytes:
+    # Read one byte past the limit: enough for the pipeline to say TOO_LARGE
+    # without pulling a huge file into memory.
+    with path.open("rb") as f:
+        return f.read(limit + 1)
+
+
+def _local_results(
+    paths: Sequence[Path], config: cfg.Config, signals: tuple[str, ...], match: bool,
+    workers: int,
+) -> Iterator[tuple[Path, Any]]:
+    """Hash (and match) files on ``workers`` threads, yielding results in order."""
+    from appliance.loading import load_snapshot
+    from appliance.pipeline import Item, ItemError, ItemResult, Pipeline
+
+    pipeline = Pipeline(config.limits)
+    snapshot = load_snapshot(config).snapshot if match else None
+
+    def work(path: Path) -> Any:
+        try:
+            content = _read(path, config.limits.max_file_bytes)
+        except OSError as exc:
+            return ItemResult(id=str(path), size=0, error=ItemError(ItemCode.UNREADABLE, str(exc)))
+        return pipeline.hash_item(Item(str(path), content, signals))
+
+    # Chunks bound the memory held at once and give the index batches.
+    step = 8 * workers
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-cli") as pool:
+        for start in range(0, len(paths), step):
+            chunk = paths[start:start + step]
+            results = list(pool.map(work, chunk))
+            if snapshot is not None:
+                pipeline.match([r for r in results if r.error is None], snapshot)
+            yield from zip(chunk, results, strict=True)
+
+
+def _workers(config: cfg.Config) -> int:
+    return config.server.workers or os.cpu_count() or 1
+
+
+def _json(name: str, result: Any, with_matches: bool) -> dict[str, Any]:
+    from appliance.convert import result_json, result_to_pb
+
+    return result_json(name, result_to_pb(result), with_matches)
+
+
+def _emit(out: TextIO, obj: dict[str, Any]) -> None:
+    out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    out.flush()
+
+
+def _signals(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(s for s in (args.signals or "").split(",") if s.strip())
+
+
+def cmd_hash_or_match(args: argparse.Namespace, match: bool) -> int:
+    if getattr(args, "server", None):
+        from appliance.client import match_files
+
+        return match_files(args.server, args.files, _signals(args), match)
+    config = _config(args)
+    paths = [Path(f) for f in args.files]
+    failed = False
+    for path, result in _local_results(paths, config, _signals(args), match, _workers(config)):
+        failed |= result.error is not None
+        _emit(sys.stdout, _json(str(path), result, match))
+    return 1 if failed else 0
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            yield Path(dirpath) / name
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise ApplianceError(f"{root} is not a directory")
+    config = _config(args)
+    paths = list(_walk(root))
+    out: TextIO = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
+    files = nbytes = matches = matched_files = errors = 0
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(paths), unit="file", file=sys.stderr,
+                  disable=args.no_progress or None) as bar:
+            results = _local_results(paths, config, _signals(args), True, _workers(config))
+            for path, result in results:
+                files += 1
+                nbytes += result.size
+                errors += result.error is not None
+                matches += len(result.matches)
+                matched_files += bool(result.matches)
+                _emit(out, _json(str(path), result, True))
+                bar.update(1)
+    finally:
+        if args.out:
+            out.close()
+    elapsed = time.perf_counter() - start
+    summary = {
+        "files": files, "bytes": nbytes, "matches": matches, "matched_files": matched_files,
+        "errors": errors, "seconds": round(elapsed, 3),
+        "files_per_second": round(files / elapsed, 1) if elapsed > 0 else 0.0,
+    }
+    print(
+        f"scanned {files} files ({nbytes / 1e6:.1f} MB) in {elapsed:.1f} s "
+        f"({summary['files_per_second']} files/s): {matches} matches in {matched_files} files, "
+        f"{errors} errors",
+        file=sys.stderr,
+    )
+    if args.summary_json:
+        print(json.dumps(summary), file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from appliance.server import serve
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(serve(_config(args)))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from appliance import demo
+
+    demo_set = demo.build()
+    for path in demo.write(Path(args.out)):
+        note = demo_set.expectations.get(path.name, "the list: matches the files above")
+        print(f"{path}  ({note})")
+    return 0
+
+
+def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
+    help_text = "hash lists, PATH or NAME=PATH (default: the embedded demo list)"
+    if greedy:
+        p.add_argument("--lists", nargs="+", action="extend", metavar="SPEC", help=help_text)
+    else:
+        # FILE... follows, so each --lists takes one SPEC (repeat the flag for more).
+        p.add_argument("--lists", action="append", metavar="SPEC",
+                       help=help_text + "; repeat the flag for several lists")
+    p.add_argument("--pdq-threshold", type=int, help="PDQ match distance (default 31)")
+    p.add_argument("--pdq-quality-min", type=int, help="skip PDQ below this quality (default 50)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance", description="Hash files and match them against known-content lists."
+    )
+    parser.add_argument("--config", help="TOML configuration file")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gRPC server")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--workers", type=int, help="hashing threads (default: one per core)")
+    p.add_argument("--audit-log", help="append every match to this JSON-lines file")
+    _add_lists(p)
+    p.set_defaults(func=cmd_serve)
+
+    signals_help = "comma-separated: md5,sha1,sha256,pdq (default: all)"
+    p = sub.add_parser("hash", help="print the hashes of files")
+    p.add_argument("--signals", help=signals_help)
+    p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=False))
+
+    p = sub.add_parser("match", help="hash files and match them against lists")
+    p.add_argument("--signals", help=signals_help)
+    p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
+    _add_lists(p, greedy=False)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=True))
+
+    p = sub.add_parser("scan", help="hash and match every file under a directory")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--out", help="write JSON lines here (default: standard output)")
+    p.add_argument("--signals", help=signals_help)
+    p.add_argument("--workers", type=int, help="threads (default: one per core)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--summary-json", action="store_true",
+                   help="also print the summary as one JSON line on standard error")
+    _add_lists(p)
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("demo", help="write the demo images and their list")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    args = build_parser().parse_args(None if argv is None else list(argv))
+    try:
+        return int(args.func(args))
+    except ApplianceError as exc:
+        print(f"appliance: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,64 @@
+"""A small client of a running server, for ``appliance hash|match --server``.
+
+Files of up to 4 MiB go in one Hash/Match call; larger ones are streamed in
+chunks through MatchStream, so a client never needs a raised message limit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from appliance.convert import result_json
+from appliance.errors import ItemCode
+from appliance.v1 import appliance_pb2 as pb
+from appliance.v1 import appliance_pb2_grpc as pb_grpc
+
+CHUNK = 1 << 20
+SINGLE_CALL_LIMIT = 4 << 20
+
+
+def _chunks(path: Path, name: str, signals: Sequence[str]) -> Iterator[pb.Chunk]:
+    with path.open("rb") as f:
+        first = True
+        while True:
+            data = f.read(CHUNK)
+            if not data and not first:
+                return
+            yield pb.Chunk(id=name, signals=list(signals) if first else [], data=data)
+            first = False
+
+
+def match_files(address: str, files: Sequence[str], signals: Sequence[str], match: bool) -> int:
+    failed = False
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.ApplianceStub(channel)
+        for name in files:
+            path = Path(name)
+            try:
+                if match and path.stat().st_size > SINGLE_CALL_LIMIT:
+                    response = stub.MatchStream(_chunks(path, name, signals))
+                else:
+                    request = pb.FileRequest(
+                        id=name, content=path.read_bytes(), signals=list(signals)
+                    )
+                    response = (stub.Match if match else stub.Hash)(request)
+            except OSError as exc:
+                failed = True
+                obj: dict[str, Any] = {
+                    "file": name, "error": {"code": ItemCode.UNREADABLE, "message": str(exc)}
+                }
+            except grpc.RpcError as exc:
+                print(f"appliance: {address}: {exc.code().name}: {exc.details()}",
+                      file=sys.stderr)
+                return 2
+            else:
+                failed |= response.result.HasField("error")
+                obj = result_json(name, response.result, match)
+            print(json.dumps(obj, separators=(",", ":")), flush=True)
+    return 1 if failed else 0

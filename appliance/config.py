@@ -1,0 +1,192 @@
+"""Configuration as data: one frozen dataclass tree, validated at start.
+
+Sources, later ones winning: built-in defaults, a TOML file (``--config``),
+environment variables ``APPLIANCE_<SECTION>_<KEY>`` (e.g.
+``APPLIANCE_LIMITS_MAX_FILE_BYTES=1048576``), then command-line flags. The
+environment is passed in explicitly by the caller; no module reads
+``os.environ`` on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from appliance.errors import ConfigError
+
+Backend = Literal["auto", "cpu", "gpu"]
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int = 9464
+    backend: Backend = "cpu"
+    # Threads that hash and decode; 0 means one per core.
+    workers: int = 0
+    # Requests being served at once; beyond this a request is answered
+    # RESOURCE_EXHAUSTED at once instead of queueing without bound.
+    max_inflight_requests: int = 256
+    # Seconds given to in-flight requests on shutdown.
+    grace_seconds: float = 10.0
+    # Append-only JSON-lines audit log of every match; empty disables it.
+    audit_log: str = ""
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    # One file's bytes; larger files get TOO_LARGE (and no hashes at all).
+    max_file_bytes: int = 64 * MiB
+    # Decoded pixels (width x height); larger images are refused before decoding.
+    max_pixels: int = 100_000_000
+    max_batch_files: int = 256
+    max_batch_bytes: int = 256 * MiB
+    # Total bytes of one MatchStream upload.
+    max_stream_bytes: int = 256 * MiB
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    # PDQ matches at Hamming distance <= pdq_threshold (the reference's 31).
+    pdq_threshold: int = 31
+    # PDQ hashes of quality below this are not matched (python-threatexchange uses 50).
+    pdq_quality_min: int = 50
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """One hash list to load: ``NAME=PATH`` or ``PATH`` (name = file stem)."""
+
+    name: str
+    path: str
+
+    @classmethod
+    def parse(cls, spec: str) -> ListSpec:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            path, name = spec, Path(spec).stem
+        if not name or not path:
+            raise ConfigError(f"list spec {spec!r} must be PATH or NAME=PATH")
+        return cls(name=name, path=path)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+    # Empty: the embedded demo list (see appliance.demo).
+    lists: tuple[ListSpec, ...] = ()
+
+    def validate(self) -> Config:
+        s, lim, m = self.server, self.limits, self.matching
+        if s.backend not in get_args(Backend):
+            raise ConfigError(
+                f"server.backend must be one of {get_args(Backend)}, got {s.backend!r}"
+            )
+        for name, value in (("server.port", s.port), ("server.metrics_port", s.metrics_port)):
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"{name} must be 0..65535, got {value}")
+        positive = {
+            "server.max_inflight_requests": s.max_inflight_requests,
+            "limits.max_file_bytes": lim.max_file_bytes,
+            "limits.max_pixels": lim.max_pixels,
+            "limits.max_batch_files": lim.max_batch_files,
+            "limits.max_batch_bytes": lim.max_batch_bytes,
+            "limits.max_stream_bytes": lim.max_stream_bytes,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if s.workers < 0 or s.grace_seconds < 0:
+            raise ConfigError("server.workers and server.grace_seconds must not be negative")
+        if not 0 <= m.pdq_threshold <= 256:
+            raise ConfigError(f"matching.pdq_threshold must be 0..256, got {m.pdq_threshold}")
+        if not 0 <= m.pdq_quality_min <= 100:
+            raise ConfigError(f"matching.pdq_quality_min must be 0..100, got {m.pdq_quality_min}")
+        names = [spec.name for spec in self.lists]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"list names must be unique, got {names}")
+        return self
+
+
+_SECTIONS = {"server": ServerConfig, "limits": LimitsConfig, "matching": MatchingConfig}
+
+
+def _coerce(section: str, key: str, raw: Any, target: type[Any] | str) -> Any:
+    kind = target if isinstance(target, str) else target.__name__
+    try:
+        if "int" in kind and not isinstance(raw, bool):
+            return int(raw)
+        if "float" in kind:
+            return float(raw)
+        if "bool" in kind:
+            if isinstance(raw, bool):
+                return raw
+            return str(raw).strip().lower() in ("1", "true", "yes", "on")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{section}.{key}: cannot read {raw!r} as {kind}") from exc
+    return str(raw)
+
+
+def _apply(config: Config, section: str, values: Mapping[str, Any], origin: str) -> Config:
+    current = getattr(config, section)
+    known = {f.name: f.type for f in fields(current)}
+    updates = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError(f"{origin}: unknown key {section}.{key}")
+        updates[key] = _coerce(section, key, raw, known[key])
+    return replace(config, **{section: replace(current, **updates)})
+
+
+def load(
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    lists: Sequence[str] | None = None,
+) -> Config:
+    """Build and validate the configuration.
+
+    ``overrides`` maps section -> key -> value (from flags); ``lists`` are
+    SPEC strings that replace the file's lists when given.
+    """
+    config = Config()
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        for section, values in data.items():
+            if section == "lists":
+                specs = [ListSpec(**item) if isinstance(item, dict) else ListSpec.parse(str(item))
+                         for item in values]
+                config = replace(config, lists=tuple(specs))
+            elif section in _SECTIONS and isinstance(values, dict):
+                config = _apply(config, section, values, path)
+            else:
+                raise ConfigError(f"{path}: unknown section {section!r}")
+    for name, raw in sorted((env or {}).items()):
+        if not name.startswith("APPLIANCE_"):
+            continue
+        rest = name[len("APPLIANCE_"):].lower()
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS:
+            config = _apply(config, section, {key: raw}, f"environment {name}")
+    for section, values in (overrides or {}).items():
+        config = _apply(config, section, {k: v for k, v in values.items() if v is not None},
+                        "flags")
+    if lists:
+        config = replace(config, lists=tuple(ListSpec.parse(s) for s in lists))
+    return config.validate()
+
+
+def as_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)

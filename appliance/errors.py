@@ -1,0 +1,71 @@
+"""Typed errors of the appliance.
+
+Two families:
+- ``ItemFault``: something wrong with one file or one hash. It becomes an
+  ``ItemError`` (a stable ``code`` string and a message) on that item only; the
+  other items of the same request are unaffected.
+- ``RequestFault``: the whole request cannot be served. Each subclass names the
+  gRPC status it maps to; ``server`` does the mapping in one place.
+
+Codes are part of the API: clients switch on them, so never rename one.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ItemCode:
+    """The stable ``ItemError.code`` strings."""
+
+    EMPTY = "EMPTY"
+    TOO_LARGE = "TOO_LARGE"
+    NOT_AN_IMAGE = "NOT_AN_IMAGE"
+    CORRUPT_IMAGE = "CORRUPT_IMAGE"
+    DECOMPRESSION_BOMB = "DECOMPRESSION_BOMB"
+    UNSUPPORTED_IMAGE = "UNSUPPORTED_IMAGE"
+    UNKNOWN_SIGNAL = "UNKNOWN_SIGNAL"
+    NOT_COMPUTABLE = "NOT_COMPUTABLE"
+    MALFORMED_HASH = "MALFORMED_HASH"
+    LOW_QUALITY = "LOW_QUALITY"
+    UNREADABLE = "UNREADABLE"  # the CLI could not read a local file
+    INTERNAL = "INTERNAL"
+
+
+class ApplianceError(Exception):
+    """Base of every error the appliance raises on purpose."""
+
+
+class ItemFault(ApplianceError):
+    """A fault confined to one item (file or hash)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RequestFault(ApplianceError):
+    """A fault of the whole request; ``grpc_code`` is a ``grpc.StatusCode`` name."""
+
+    grpc_code: ClassVar[str] = "INTERNAL"
+
+
+class InvalidRequest(RequestFault):
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class Overloaded(RequestFault):
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class NotReady(RequestFault):
+    grpc_code = "UNAVAILABLE"
+
+
+class ConfigError(ApplianceError):
+    """The configuration (file, environment or flags) is invalid."""
+
+
+class ListError(ApplianceError):
+    """A hash list could not be loaded; the message names the file and rows."""

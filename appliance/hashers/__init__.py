@@ -1,0 +1,1 @@
+"""Hash functions of file bytes and decoded pixels (digests, PDQ, ...)."""

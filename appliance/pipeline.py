@@ -1,0 +1,176 @@
+"""The work on one batch of files: digests, decode, perceptual hashes, match.
+
+``hash_item`` is thread-safe and is run for many items at once on a thread
+pool (hashlib, Pillow's decoders and the numba PDQ code all release the GIL).
+``match`` then looks up all values of a batch per signal in one call, so the
+index sees batches, not single queries. One bad item gets its own error and
+never fails its batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from appliance import signals as sig
+from appliance.config import LimitsConfig
+from appliance.decode import decode_rgb
+from appliance.errors import ItemCode, ItemFault
+from appliance.hashers.digests import digest_bytes
+from appliance.hashers.registry import PIXEL_HASHERS
+from appliance.index.snapshot import Hit, Snapshot
+from appliance.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file to process. ``digests`` holds values already computed while
+    the bytes streamed in (MatchStream), so they are not computed twice;
+    ``streamed`` files are held to ``max_stream_bytes``, others to
+    ``max_file_bytes``."""
+
+    id: str
+    content: bytes | memoryview
+    signals: tuple[str, ...] = ()
+    digests: Mapping[str, bytes] | None = None
+    streamed: bool = False
+
+
+@dataclass(frozen=True)
+class HashValue:
+    signal: str
+    value: bytes
+    quality: int | None = None
+
+    @property
+    def hex(self) -> str:
+        return sig.SIGNALS[self.signal].format(self.value)
+
+
+@dataclass(frozen=True)
+class ItemError:
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, fault: ItemFault) -> ItemError:
+        return cls(fault.code, fault.message)
+
+
+@dataclass
+class ItemResult:
+    id: str
+    size: int
+    hashes: list[HashValue] = field(default_factory=list)
+    # Requested signals that could not be made, with why.
+    skipped: dict[str, ItemError] = field(default_factory=dict)
+    # Set when the item could not be processed at all.
+    error: ItemError | None = None
+    matches: list[Hit] = field(default_factory=list)
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.matches)
+
+
+class Pipeline:
+    def __init__(self, limits: LimitsConfig, metrics: Metrics | None = None) -> None:
+        self.limits = limits
+        self.metrics = metrics
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.metrics is not None:
+                self.metrics.stage_seconds.labels(name).observe(time.perf_counter() - start)
+
+    def hash_item(self, item: Item) -> ItemResult:
+        """All requested hashes of one item; never raises for a bad item."""
+        size = len(item.content)
+        result = ItemResult(id=item.id, size=size)
+        try:
+            wanted = sig.select_computable(item.signals)
+            if size == 0:
+                raise ItemFault(ItemCode.EMPTY, "the file is empty")
+            limit = self.limits.max_stream_bytes if item.streamed else self.limits.max_file_bytes
+            if size > limit:
+                raise ItemFault(ItemCode.TOO_LARGE, f"{size} bytes exceeds the limit of {limit}")
+        except ItemFault as fault:
+            result.error = ItemError.of(fault)
+            return result
+        digest_names = [n for n in wanted if sig.SIGNALS[n].source == "bytes"]
+        if digest_names:
+            with self._stage("digest"):
+                digests = item.digests or digest_bytes(item.content, digest_names)
+            result.hashes.extend(HashValue(n, digests[n]) for n in digest_names)
+        pixel_names = [n for n in wanted if sig.SIGNALS[n].source == "pixels"]
+        if pixel_names:
+            self._hash_pixels(item, pixel_names, result)
+        if not result.hashes and result.skipped:
+            # Nothing that was asked for could be made: the item as a whole failed.
+            result.error = next(iter(result.skipped.values()))
+        return result
+
+    def _hash_pixels(self, item: Item, names: Sequence[str], result: ItemResult) -> None:
+        try:
+            with self._stage("decode"):
+                rgb = decode_rgb(item.content, self.limits.max_pixels)
+        except ItemFault as fault:
+            for name in names:
+                result.skipped[name] = ItemError.of(fault)
+            return
+        with self._stage("perceptual"):
+            for name in names:
+                value, quality = PIXEL_HASHERS[name](rgb)
+                result.hashes.append(HashValue(name, value, quality))
+
+    def match(self, results: Sequence[ItemResult], snapshot: Snapshot) -> None:
+        """Fill ``matches`` of every result, one index query per signal."""
+        with self._stage("match"):
+            queries: dict[str, list[tuple[ItemResult, HashValue]]] = defaultdict(list)
+            for result in results:
+                for value in result.hashes:
+                    queries[value.signal].append((result, value))
+            for signal, pairs in queries.items():
+                hits = snapshot.match(
+                    signal, [v.value for _, v in pairs], [v.quality for _, v in pairs]
+                )
+                for (result, _), found in zip(pairs, hits, strict=True):
+                    result.matches.extend(found)
+            for result in results:
+                result.matches.sort(key=lambda h: (h.distance, h.signal, h.list, h.entry_id))
+
+    def record(self, results: Sequence[ItemResult]) -> None:
+        """Count a finished batch in the metrics."""
+        m = self.metrics
+        if m is None:
+            return
+        m.batch_size.observe(len(results))
+        for result in results:
+            m.bytes.inc(result.size)
+            if result.error is not None:
+                m.files.labels("error").inc()
+                m.errors.labels(result.error.code).inc()
+                continue
+            for reason in result.skipped.values():
+                m.errors.labels(reason.code).inc()
+            m.files.labels("matched" if result.matched else "ok").inc()
+            for hit in result.matches:
+                m.matches.labels(hit.list, hit.signal).inc()
+
+    def run(
+        self, items: Sequence[Item], snapshot: Snapshot | None, pool: Executor
+    ) -> list[ItemResult]:
+        """Process a batch synchronously: hashes on ``pool``, then one match pass."""
+        results = list(pool.map(self.hash_item, items))
+        if snapshot is not None:
+            self.match(results, snapshot)
+        self.record(results)
+        return results

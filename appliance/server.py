@@ -1,0 +1,415 @@
+"""The gRPC server: servicer, health, reflection, metrics endpoint, lifecycle.
+
+``create_server(config)`` builds and starts a server (tests bind port 0 and
+talk to it in-process); ``serve(config)`` runs one until SIGTERM or SIGINT.
+The health status is NOT_SERVING until the lists are loaded; Match and Lookup
+answer UNAVAILABLE until then, Hash works from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# The asyncio health servicer; the package re-exports it without declaring so.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from appliance import __version__, convert
+from appliance import signals as sig
+from appliance.audit import AuditLog
+from appliance.backend import Backend, select_backend
+from appliance.config import Config
+from appliance.errors import (
+    ApplianceError,
+    ConfigError,
+    InvalidRequest,
+    ItemFault,
+    NotReady,
+    Overloaded,
+    RequestFault,
+)
+from appliance.hashers.digests import Digester
+from appliance.index.snapshot import Hit
+from appliance.loading import Loaded, load_snapshot
+from appliance.metrics import Metrics
+from appliance.pipeline import Item, ItemResult, Pipeline
+from appliance.v1 import appliance_pb2 as pb
+from appliance.v1 import appliance_pb2_grpc as pb_grpc
+
+log = logging.getLogger("appliance.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Appliance"].full_name
+# Protobuf framing around the file bytes of one request.
+_MESSAGE_OVERHEAD = 1 << 20
+# Precomputed hashes in one Lookup.
+MAX_LOOKUP_HASHES = 100_000
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+@dataclass
+class App:
+    """Everything the servicer needs; one per server."""
+
+    config: Config
+    backend: Backend
+    metrics: Metrics
+    pipeline: Pipeline
+    pool: ThreadPoolExecutor
+    audit: AuditLog | None = None
+    loaded: Loaded | None = None
+    load_error: str = ""
+    inflight: int = 0
+
+
+def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
+    """Admission control, request metrics and the one place faults become codes."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: ApplianceService, request: Req, context: Any) -> Resp:
+        app = self.app
+        code = "OK"
+        app.metrics.inflight.inc()
+        app.inflight += 1
+        try:
+            if app.inflight > app.config.server.max_inflight_requests:
+                raise Overloaded(
+                    f"{app.config.server.max_inflight_requests} requests already in flight"
+                )
+            return await method(self, request, context)
+        except RequestFault as fault:
+            code = fault.grpc_code
+            await context.abort(getattr(grpc.StatusCode, code), str(fault))
+            raise  # unreachable: abort raises
+        except ApplianceError as exc:
+            code = "INTERNAL"
+            log.exception("%s failed", name)
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            raise
+        finally:
+            app.inflight -= 1
+            app.metrics.inflight.dec()
+            app.metrics.requests.labels(name, code).inc()
+
+    return wrapper
+
+
+class ApplianceService(pb_grpc.ApplianceServicer):
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    # -- shared work ---------------------------------------------------------
+
+    def _snapshot(self) -> Loaded:
+        if self.app.loaded is None:
+            detail = f": {self.app.load_error}" if self.app.load_error else ""
+            raise NotReady(f"hash lists are not loaded yet{detail}")
+        return self.app.loaded
+
+    async def _process(self, items: Sequence[Item], match: bool) -> list[ItemResult]:
+        app, loop = self.app, asyncio.get_running_loop()
+        # One snapshot per request: every item of it is matched against the same version.
+        loaded = self._snapshot() if match else None
+        request_id = uuid.uuid4().hex
+        app.metrics.queue_depth.inc(len(items))
+        submitted = time.perf_counter()
+
+        def hash_one(item: Item) -> ItemResult:
+            app.metrics.stage_seconds.labels("queue").observe(time.perf_counter() - submitted)
+            return app.pipeline.hash_item(item)
+
+        try:
+            results = list(
+                await asyncio.gather(*(loop.run_in_executor(app.pool, hash_one, i) for i in items))
+            )
+            if loaded is not None:
+                await loop.run_in_executor(app.pool, app.pipeline.match, results, loaded.snapshot)
+        finally:
+            app.metrics.queue_depth.dec(len(items))
+        app.pipeline.record(results)
+        if app.audit is not None:
+            for result in results:
+                if result.matches:
+                    await loop.run_in_executor(
+                        None, app.audit.record, request_id, result.id, result.matches
+                    )
+        return results
+
+    # -- RPCs ----------------------------------------------------------------
+
+    @_rpc
+    async def Hash(self, request: pb.FileRequest, context: Any) -> pb.FileResponse:
+        [result] = await self._process([convert.item_from_request(request)], match=False)
+        return pb.FileResponse(result=convert.result_to_pb(result))
+
+    @_rpc
+    async def Match(self, request: pb.FileRequest, context: Any) -> pb.FileResponse:
+        [result] = await self._process([convert.item_from_request(request)], match=True)
+        return pb.FileResponse(result=convert.result_to_pb(result))
+
+    @_rpc
+    async def MatchBatch(self, request: pb.BatchRequest, context: Any) -> pb.BatchResponse:
+        limits = self.app.config.limits
+        if not request.files:
+            raise InvalidRequest("the batch has no files")
+        if len(request.files) > limits.max_batch_files:
+            raise Overloaded(
+                f"{len(request.files)} files exceeds max_batch_files={limits.max_batch_files}"
+            )
+        total = sum(len(f.content) for f in request.files)
+        if total > limits.max_batch_bytes:
+            raise Overloaded(f"{total} bytes exceeds max_batch_bytes={limits.max_batch_bytes}")
+        items = [convert.item_from_request(f) for f in request.files]
+        results = await self._process(items, match=True)
+        return pb.BatchResponse(results=[convert.result_to_pb(r) for r in results])
+
+    @_rpc
+    async def MatchStream(self, request_iterator: Any, context: Any) -> pb.FileResponse:
+        limit = self.app.config.limits.max_stream_bytes
+        self._snapshot()  # refuse before the upload, not after it
+        first: pb.Chunk | None = None
+        digester = Digester()
+        chunks: list[bytes] = []
+        async for chunk in request_iterator:
+            if first is None:
+                first = chunk
+            if digester.nbytes + len(chunk.data) > limit:
+                chunks.clear()  # nothing of a refused upload is kept
+                raise Overloaded(f"the stream exceeds max_stream_bytes={limit}")
+            # Digests advance as the chunks arrive: no second pass over the bytes.
+            digester.update(chunk.data)
+            chunks.append(chunk.data)
+        if first is None:
+            raise InvalidRequest("the stream has no chunks")
+        content = b"".join(chunks)
+        chunks.clear()
+        item = Item(
+            first.id, content, tuple(first.signals), digests=digester.digests(), streamed=True
+        )
+        [result] = await self._process([item], match=True)
+        return pb.FileResponse(result=convert.result_to_pb(result))
+
+    @_rpc
+    async def Lookup(self, request: pb.LookupRequest, context: Any) -> pb.LookupResponse:
+        loaded = self._snapshot()
+        if not request.hashes:
+            raise InvalidRequest("the lookup has no hashes")
+        if len(request.hashes) > MAX_LOOKUP_HASHES:
+            raise Overloaded(f"{len(request.hashes)} hashes exceeds {MAX_LOOKUP_HASHES}")
+        results = [pb.LookupResult(query=h) for h in request.hashes]
+        by_signal: dict[str, list[tuple[int, bytes, int | None]]] = {}
+        for index, query in enumerate(request.hashes):
+            try:
+                signal = sig.get(query.signal)
+                value = signal.parse(query.value)
+            except ItemFault as fault:
+                results[index].error.CopyFrom(pb.ItemError(code=fault.code, message=fault.message))
+                self.app.metrics.errors.labels(fault.code).inc()
+                continue
+            quality = query.quality if query.HasField("quality") else None
+            by_signal.setdefault(signal.name, []).append((index, value, quality))
+        loop = asyncio.get_running_loop()
+        hits: dict[int, list[Hit]] = {}
+        for name, queries in by_signal.items():
+            per_query = await loop.run_in_executor(
+                self.app.pool,
+                loaded.snapshot.match,
+                name,
+                [v for _, v, _ in queries],
+                [q for _, _, q in queries],
+            )
+            hits.update((index, h) for (index, _, _), h in zip(queries, per_query, strict=True))
+        request_id = uuid.uuid4().hex
+        for index, found in hits.items():
+            results[index].matches.extend(convert.hits_to_pb(found))
+            for hit in found:
+                self.app.metrics.matches.labels(hit.list, hit.signal).inc()
+            if found and self.app.audit is not None:
+                self.app.audit.record(request_id, f"lookup[{index}]", found)
+        return pb.LookupResponse(results=results)
+
+    @_rpc
+    async def GetStatus(self, request: pb.StatusRequest, context: Any) -> pb.StatusResponse:
+        app = self.app
+        response = pb.StatusResponse(
+            backend=app.backend.name,
+            device=app.backend.device,
+            ready=app.loaded is not None,
+            version=__version__,
+            signals=list(sig.SIGNALS),
+            pdq_threshold=app.config.matching.pdq_threshold,
+            pdq_quality_min=app.config.matching.pdq_quality_min,
+        )
+        if app.loaded is not None:
+            counts = app.loaded.snapshot.entry_counts()
+            for hash_list in app.loaded.snapshot.lists:
+                response.lists.append(
+                    pb.ListStatus(
+                        name=hash_list.name,
+                        version=hash_list.version,
+                        source=app.loaded.sources.get(hash_list.name, ""),
+                        entries={s: n for (lst, s), n in counts.items() if lst == hash_list.name},
+                    )
+                )
+        return response
+
+
+@dataclass
+class ServerHandle:
+    """A started server: its ports, its state, and how to stop it."""
+
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    app: App
+    health: health_aio.HealthServicer
+    _httpd: Any = None
+    _load_task: asyncio.Task[None] | None = None
+
+    async def wait_ready(self) -> Loaded:
+        """Wait until the lists are loaded; raises RuntimeError if loading failed."""
+        if self._load_task is not None:
+            await asyncio.shield(self._load_task)
+        if self.app.loaded is None:
+            raise RuntimeError(self.app.load_error or "lists are not loaded")
+        return self.app.loaded
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await self.server.stop(self.app.config.server.grace_seconds if grace is None else grace)
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        self.app.pool.shutdown(wait=True, cancel_futures=True)
+        if self.app.audit is not None:
+            self.app.audit.close()
+
+
+async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
+    for service in ("", SERVICE_NAME):
+        await servicer.set(service, status)
+
+
+async def _load_lists(handle: ServerHandle, loader: Callable[[Config], Loaded]) -> None:
+    app = handle.app
+    try:
+        loaded = await asyncio.get_running_loop().run_in_executor(
+            app.pool, loader, app.config
+        )
+    except ApplianceError as exc:
+        app.load_error = str(exc)
+        log.error("hash lists failed to load: %s", exc)
+        return
+    app.loaded = loaded
+    for (list_name, signal_name), count in loaded.snapshot.entry_counts().items():
+        app.metrics.index_entries.labels(list_name, signal_name).set(count)
+    for hash_list in loaded.snapshot.lists:
+        app.metrics.list_info.labels(hash_list.name, hash_list.version).set(1)
+    app.metrics.lists_ready.set(1)
+    await _set_health(handle.health, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def create_server(
+    config: Config,
+    loader: Callable[[Config], Loaded] = load_snapshot,
+    metrics_http: bool = True,
+) -> ServerHandle:
+    """Build, bind and start a server; the lists load in the background.
+
+    Port 0 in the config binds a free port; the handle says which.
+    """
+    backend = select_backend(config.server.backend)
+    metrics = Metrics()
+    metrics.backend_info.labels(backend.name, backend.device).set(1)
+    workers = config.server.workers or os.cpu_count() or 1
+    app = App(
+        config=config,
+        backend=backend,
+        metrics=metrics,
+        pipeline=Pipeline(config.limits, metrics),
+        pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work"),
+        audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
+    )
+    limits = config.limits
+    max_message = max(limits.max_file_bytes, limits.max_batch_bytes) + _MESSAGE_OVERHEAD
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", 64 << 20),
+        ]
+    )
+    pb_grpc.add_ApplianceServicer_to_server(ApplianceService(app), server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
+    if port == 0:
+        raise ConfigError(f"cannot bind {config.server.host}:{config.server.port}")
+    handle = ServerHandle(server, port, None, app, health_servicer)
+    if metrics_http:
+        httpd, _ = start_http_server(
+            config.server.metrics_port, addr=config.server.host, registry=metrics.registry
+        )
+        handle._httpd = httpd
+        handle.metrics_port = httpd.server_port
+    await server.start()
+    handle._load_task = asyncio.create_task(_load_lists(handle, loader))
+    return handle
+
+
+def _describe_lists(loaded: Loaded) -> str:
+    parts = []
+    for hash_list in loaded.snapshot.lists:
+        total = sum(hash_list.count(s) for s in hash_list.columns)
+        parts.append(f"{hash_list.name}@{hash_list.version} ({total} hashes)")
+    text = ", ".join(parts)
+    return f"embedded demo list {text}" if loaded.is_demo else text
+
+
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit status."""
+    handle = await create_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        loaded = await handle.wait_ready()
+    except RuntimeError as exc:
+        log.error("not starting: %s", exc)
+        await handle.stop(0)
+        return 2
+    host = config.server.host
+    log.info(
+        "appliance ready: grpc=%s:%d metrics=http://%s:%s/metrics backend=%s (%s) lists=%s",
+        host, handle.port, host, handle.metrics_port, handle.app.backend.name,
+        handle.app.backend.reason, _describe_lists(loaded),
+    )
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests (grace %.1fs)",
+             config.server.grace_seconds)
+    await handle.stop()
+    return 0

@@ -1,0 +1,72 @@
+"""Shared test helpers: synthetic images and a real server on a background loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+
+from appliance.config import Config, LimitsConfig, MatchingConfig, ServerConfig
+from appliance.loading import Loaded, load_snapshot
+from appliance.server import ServerHandle, create_server
+
+T = TypeVar("T")
+
+
+def synthetic_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A textured RGB picture (high PDQ quality), deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    planes = [
+        128 + 90 * np.sin(xx / rng.uniform(3, 12) + rng.uniform(0, 6))
+        * np.cos(yy / rng.uniform(3, 12) + rng.uniform(0, 6))
+        for _ in range(3)
+    ]
+    pixels = np.clip(np.stack(planes, axis=-1) + rng.normal(0, 8, (h, w, 3)), 0, 255)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def make_config(**limits: int) -> Config:
+    return Config(
+        server=ServerConfig(host="127.0.0.1", port=0, metrics_port=0, workers=2,
+                            grace_seconds=1.0),
+        limits=LimitsConfig(**limits),
+        matching=MatchingConfig(),
+    )
+
+
+class ServerThread:
+    """A real grpc.aio server on its own event loop thread, for sync test code."""
+
+    def __init__(
+        self, config: Config, loader: Callable[[Config], Loaded] = load_snapshot
+    ) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.handle: ServerHandle = self.call(create_server(config, loader))
+        self.address = f"127.0.0.1:{self.handle.port}"
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def wait_ready(self) -> Loaded:
+        return self.call(self.handle.wait_ready())
+
+    def stop(self) -> None:
+        self.call(self.handle.stop(0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -1,0 +1,180 @@
+"""The command line, through subprocesses, against hashlib and pdqhash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pdqhash
+import pytest
+from PIL import Image
+
+from tests.helpers import encode, synthetic_image
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "appliance", *args],
+        capture_output=True, text=True, timeout=300, env=ENV,
+    )
+    if check and proc.returncode not in (0, 1):
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def lines(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def reference(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    bits, quality = pdqhash.compute(np.asarray(Image.open(path).convert("RGB")))
+    return {
+        "md5": hashlib.md5(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "pdq": np.packbits(bits).tobytes().hex(), "pdq_quality": int(quality),
+    }
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    root = tmp_path_factory.mktemp("images")
+    out = []
+    for i, (fmt, size) in enumerate(
+        [("PNG", (64, 64)), ("JPEG", (301, 207)), ("WEBP", (90, 300)), ("GIF", (45, 31)),
+         ("BMP", (128, 129)), ("TIFF", (7, 500))]
+    ):
+        path = root / f"img{i}.{fmt.lower()}"
+        path.write_bytes(encode(synthetic_image(100 + i, size), fmt))
+        out.append(path)
+    return out
+
+
+def test_hash_agrees_with_hashlib_and_pdqhash(images: list[Path], tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    proc = run("hash", *map(str, images), str(text), str(empty))
+    assert proc.returncode == 1  # one file had an error
+    got = lines(proc)
+    assert [g["file"] for g in got] == [*map(str, images), str(text), str(empty)]
+    for path, obj in zip(images, got, strict=False):
+        assert {k: v for k, v in obj.items() if k != "file"} == reference(path), path
+    assert got[-2]["md5"] == hashlib.md5(b"not an image").hexdigest()
+    assert got[-2]["skipped"]["pdq"]["code"] == "NOT_AN_IMAGE"
+    assert got[-1] == {"file": str(empty), "error": {"code": "EMPTY",
+                                                      "message": "the file is empty"}}
+
+
+def test_hash_signals_flag(images: list[Path]) -> None:
+    [obj] = lines(run("hash", "--signals", "sha1", str(images[0])))
+    assert set(obj) == {"file", "sha1"}
+    [obj] = lines(run("hash", "--signals", "md5,bogus", str(images[0])))
+    assert obj["error"]["code"] == "UNKNOWN_SIGNAL"
+
+
+def test_match_with_a_list(images: list[Path], tmp_path: Path) -> None:
+    ref0, ref1 = reference(images[0]), reference(images[1])
+    listing = tmp_path / "known.csv"
+    listing.write_text(
+        f"id;category;md5;pdq\nk1;A1;{ref0['md5']};\nk2;B2;;{ref1['pdq']}\n"
+    )
+    proc = run("match", "--lists", f"mine={listing}", *map(str, images[:3]))
+    got = lines(proc)
+    assert proc.returncode == 0
+    version = hashlib.sha256(listing.read_bytes()).hexdigest()[:16]
+    assert got[0]["matches"] == [{
+        "signal": "md5", "list": "mine", "list_version": version, "entry_id": "k1",
+        "category": "A1", "distance": 0, "query": ref0["md5"],
+    }]
+    assert [(m["entry_id"], m["signal"]) for m in got[1]["matches"]] == [("k2", "pdq")]
+    assert got[2]["matches"] == []
+
+
+def test_match_refuses_a_bad_list(images: list[Path], tmp_path: Path) -> None:
+    listing = tmp_path / "bad.csv"
+    listing.write_text("md5,id\n0123,x\n")
+    proc = run("match", "--lists", str(listing), str(images[0]), check=False)
+    assert proc.returncode == 2
+    assert "line 2" in proc.stderr
+
+
+def test_scan_writes_json_lines_and_a_summary(images: list[Path], tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    demo_proc = run("demo", "--out", str(root / "sub" / "deeper"))
+    assert demo_proc.returncode == 0
+    for path in images:
+        (root / "sub" / path.name).write_bytes(path.read_bytes())
+    (root / "junk.txt").write_text("hello")
+    out = tmp_path / "scan.jsonl"
+    proc = run("scan", str(root), "--out", str(out), "--summary-json")
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(got) == len(images) + 5 + 1
+    by_name = {Path(g["file"]).name: g for g in got}
+    assert by_name["junk.txt"]["skipped"]["pdq"]["code"] == "NOT_AN_IMAGE"
+    assert [m["entry_id"] for m in by_name["listed-by-pdq.jpg"]["matches"]] == ["demo-0002"]
+    assert by_name["img1.jpeg"]["pdq"] == reference(images[1])["pdq"]
+    summary = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert summary["files"] == len(got) and summary["errors"] == 0
+    assert summary["matched_files"] == 3
+    assert summary["bytes"] == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert "files/s" in proc.stderr
+
+
+def test_demo_writes_what_it_promises(tmp_path: Path) -> None:
+    proc = run("demo", "--out", str(tmp_path))
+    assert proc.returncode == 0
+    listing = (tmp_path / "demo-list.csv").read_text().splitlines()
+    assert listing[0] == "id,category,md5,sha1,sha256,pdq"
+    first = reference(tmp_path / "listed-by-digest-and-pdq.png")
+    assert listing[1].split(",")[2:] == [first["md5"], first["sha1"], first["sha256"],
+                                         first["pdq"]]
+    assert listing[2].split(",")[-1] == reference(tmp_path / "listed-by-pdq.jpg")["pdq"]
+
+
+def test_bad_usage_exits_2() -> None:
+    assert run("frobnicate", check=False).returncode == 2
+    proc = run("serve", "--backend", "gpu", "--port", "0", "--metrics-port", "0", check=False)
+    assert proc.returncode == 2 and "not available" in proc.stderr
+
+
+def test_serve_then_match_against_it(tmp_path: Path) -> None:
+    run("demo", "--out", str(tmp_path))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--port", "0", "--metrics-port", "0"],
+        stderr=subprocess.PIPE, text=True, env=ENV,
+    )
+    try:
+        assert server.stderr is not None
+        ready = ""
+        for line in server.stderr:
+            if "appliance ready" in line:
+                ready = line
+                break
+        match = re.search(r"grpc=(\S+)", ready)
+        assert match, ready
+        assert "embedded demo list" in ready and "metrics=http://" in ready
+        proc = run("match", "--server", match.group(1),
+                   str(tmp_path / "near-copy-of-listed.jpg"), str(tmp_path / "not-listed.png"))
+        near, clean = lines(proc)
+        assert [m["entry_id"] for m in near["matches"]] == ["demo-0001"]
+        assert clean["matches"] == []
+        assert near["pdq"] == reference(tmp_path / "near-copy-of-listed.jpg")["pdq"]
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
