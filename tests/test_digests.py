@@ -92,3 +92,15 @@ def test_digest_many_on_a_pool_keeps_order() -> None:
         got = digest_many(items, ["md5", "sha256"], pool)
     assert [g["md5"] for g in got] == [hashlib.md5(d).digest() for d in items]
     assert [g["sha256"] for g in got] == [hashlib.sha256(d).digest() for d in items]
+
+
+def test_digest_many_groups_small_files_into_tasks() -> None:
+    rng = np.random.default_rng(5)
+    items = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
+             for n in rng.integers(0, 3000, 333)]
+    expected = [hashlib.sha1(d).digest() for d in items]
+    with ThreadPoolExecutor(3) as pool:
+        for task_bytes in (1, 1000, 10_000, 1 << 30):
+            got = digest_many(items, ["sha1"], pool, task_bytes=task_bytes)
+            assert [g["sha1"] for g in got] == expected, task_bytes
+        assert digest_many([], ["sha1"], pool) == []

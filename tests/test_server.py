@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -264,10 +266,8 @@ def test_not_serving_until_lists_load() -> None:
         srv.stop()
 
 
-def test_bad_list_keeps_server_not_serving(tmp_path: object) -> None:
-    import pathlib
-
-    path = pathlib.Path(str(tmp_path)) / "bad.csv"
+def test_bad_list_keeps_server_not_serving(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
     path.write_text("md5,id\nnot-hex,1\n")
     config = make_config()
     config = Config(server=config.server, limits=config.limits, matching=config.matching,
@@ -316,3 +316,23 @@ def test_inflight_limit_answers_resource_exhausted() -> None:
     finally:
         release.set()
         srv.stop()
+
+
+def test_audit_log_records_every_match(tmp_path: Path, demo_set: demo.DemoSet) -> None:
+    log_path = tmp_path / "audit.jsonl"
+    config = make_config()
+    config = replace(config, server=replace(config.server, audit_log=str(log_path)))
+    srv = ServerThread(config)
+    srv.wait_ready()
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = pb_grpc.ApplianceStub(channel)
+            stub.Match(pb.FileRequest(id="up-1", content=demo_set.files["listed-by-pdq.jpg"]))
+            stub.Match(pb.FileRequest(id="up-2", content=demo_set.files["not-listed.png"]))
+    finally:
+        srv.stop()
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(r["item_id"], r["list"], r["entry_id"], r["signal"]) for r in records] == [
+        ("up-1", "demo", "demo-0002", "pdq")
+    ]
+    assert {"time", "request_id", "list_version", "distance"} <= set(records[0])

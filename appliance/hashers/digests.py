@@ -44,8 +44,33 @@ def digest_bytes(data: Buffer, names: Iterable[str] = DIGEST_SIGNALS) -> dict[st
     return digester.digests()
 
 
+# Bytes per pool task. A task per small file costs more in scheduling and GIL
+# hand-offs than hashing it (measured: 4096 files of 16 KiB ran at half of
+# hashlib's single-thread speed on two threads); grouping restores the gain.
+TASK_BYTES = 1 << 20
+
+
+def _groups(items: Sequence[Buffer], task_bytes: int) -> list[Sequence[Buffer]]:
+    groups: list[Sequence[Buffer]] = []
+    start = size = 0
+    for end, data in enumerate(items, 1):
+        size += len(data)
+        if size >= task_bytes:
+            groups.append(items[start:end])
+            start, size = end, 0
+    if start < len(items):
+        groups.append(items[start:])
+    return groups
+
+
 def digest_many(
-    items: Sequence[Buffer], names: Sequence[str], pool: Executor
+    items: Sequence[Buffer], names: Sequence[str], pool: Executor, task_bytes: int = TASK_BYTES
 ) -> list[dict[str, bytes]]:
-    """Digests of many buffers, one task per buffer on ``pool``, results in order."""
-    return list(pool.map(lambda data: digest_bytes(data, names), items))
+    """Digests of many buffers on ``pool``, results in order.
+
+    Consecutive buffers are grouped into tasks of about ``task_bytes``.
+    """
+    per_group = pool.map(
+        lambda group: [digest_bytes(data, names) for data in group], _groups(items, task_bytes)
+    )
+    return [digests for group in per_group for digests in group]
