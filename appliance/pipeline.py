@@ -9,6 +9,7 @@ never fails its batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,8 @@ from appliance.hashers.digests import digest_bytes
 from appliance.hashers.registry import PIXEL_HASHERS
 from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
+
+log = logging.getLogger("appliance.pipeline")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,16 @@ class Pipeline:
 
     def hash_item(self, item: Item) -> ItemResult:
         """All requested hashes of one item; never raises for a bad item."""
+        try:
+            return self._hash_item(item)
+        except Exception as exc:  # a bug or MemoryError: this item fails, not its batch
+            log.exception("item %r failed unexpectedly", item.id)
+            return ItemResult(
+                id=item.id, size=len(item.content),
+                error=ItemError(ItemCode.INTERNAL, f"internal error: {type(exc).__name__}"),
+            )
+
+    def _hash_item(self, item: Item) -> ItemResult:
         size = len(item.content)
         result = ItemResult(id=item.id, size=size)
         try:

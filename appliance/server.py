@@ -97,10 +97,12 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
             code = fault.grpc_code
             await context.abort(getattr(grpc.StatusCode, code), str(fault))
             raise  # unreachable: abort raises
-        except ApplianceError as exc:
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # a bug: say INTERNAL, keep serving, log the trace
             code = "INTERNAL"
             log.exception("%s failed", name)
-            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
             raise
         finally:
             app.inflight -= 1

@@ -103,3 +103,20 @@ def test_match_reports_exact_and_near_hits() -> None:
     assert 0 < close.matches[0].distance <= 31
     assert close.matches[0].category == "cat-a"
     assert not other.matched
+
+
+def test_an_unexpected_failure_fails_only_its_item(monkeypatch) -> None:
+    from appliance.hashers.registry import PIXEL_HASHERS
+
+    def broken(rgb):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(PIXEL_HASHERS, "pdq", broken)
+    good = encode(synthetic_image(4), "PNG")
+    with ThreadPoolExecutor(2) as pool:
+        bad, text = Pipeline(LimitsConfig()).run(
+            [Item("img", good), Item("txt", b"plain text")], None, pool
+        )
+    assert bad.error is not None and bad.error.code == ItemCode.INTERNAL
+    assert "boom" not in bad.error.message  # no internals leak to clients
+    assert text.error is None and text.hashes
