@@ -39,11 +39,16 @@ def _config(args: argparse.Namespace) -> cfg.Config:
     matching = {
         "pdq_threshold": getattr(args, "pdq_threshold", None),
         "pdq_quality_min": getattr(args, "pdq_quality_min", None),
+        "pdq_dihedral": getattr(args, "dihedral", None),
+    }
+    hashing = {
+        "pdq_mode": getattr(args, "pdq_mode", None),
+        "exif_orientation": getattr(args, "exif_orientation", None),
     }
     return cfg.load(
         path=args.config,
         env=os.environ,
-        overrides={"server": server, "matching": matching},
+        overrides={"server": server, "hashing": hashing, "matching": matching},
         lists=getattr(args, "lists", None),
     )
 
@@ -63,7 +68,7 @@ def _local_results(
     from appliance.loading import load_snapshot
     from appliance.pipeline import Item, ItemError, ItemResult, Pipeline
 
-    pipeline = Pipeline(config.limits)
+    pipeline = Pipeline(config)
     snapshot = load_snapshot(config).snapshot if match else None
 
     def work(path: Path) -> Any:
@@ -189,6 +194,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_hashing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pdq-mode", choices=["exact", "fast"],
+                   help="exact: the reference's bits (default); fast: JPEGs decoded at "
+                        "reduced scale first, a few bits of drift (see README)")
+    p.add_argument("--exif-orientation", action="store_true", default=None,
+                   help="also hash the EXIF-corrected orientation (variant 'exif')")
+
+
 def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
     help_text = "hash lists, PATH or NAME=PATH (default: the embedded demo list)"
     if greedy:
@@ -199,6 +212,8 @@ def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
                        help=help_text + "; repeat the flag for several lists")
     p.add_argument("--pdq-threshold", type=int, help="PDQ match distance (default 31)")
     p.add_argument("--pdq-quality-min", type=int, help="skip PDQ below this quality (default 50)")
+    p.add_argument("--dihedral", action="store_true", default=None,
+                   help="match all 8 rotations/flips of PDQ, so turned or mirrored copies match")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,18 +230,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["auto", "cpu", "gpu"])
     p.add_argument("--workers", type=int, help="hashing threads (default: one per core)")
     p.add_argument("--audit-log", help="append every match to this JSON-lines file")
+    _add_hashing(p)
     _add_lists(p)
     p.set_defaults(func=cmd_serve)
 
-    signals_help = "comma-separated: md5,sha1,sha256,pdq (default: all)"
+    signals_help = (
+        "comma-separated, of md5,sha1,sha256,pdq,phash,dhash,ahash,whash "
+        "(default: md5,sha1,sha256,pdq)"
+    )
     p = sub.add_parser("hash", help="print the hashes of files")
     p.add_argument("--signals", help=signals_help)
+    _add_hashing(p)
+    p.add_argument("--dihedral", action="store_true", default=None,
+                   help="also print PDQ's 7 other rotations/flips (pdq_variants)")
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=False))
 
     p = sub.add_parser("match", help="hash files and match them against lists")
     p.add_argument("--signals", help=signals_help)
+    _add_hashing(p)
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
     _add_lists(p, greedy=False)
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -240,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary-json", action="store_true",
                    help="also print the summary as one JSON line on standard error")
+    _add_hashing(p)
     _add_lists(p)
     p.set_defaults(func=cmd_scan)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 from appliance.errors import ConfigError
 
 Backend = Literal["auto", "cpu", "gpu"]
+PdqMode = Literal["exact", "fast"]
 
 MiB = 1 << 20
 
@@ -53,11 +54,29 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class HashingConfig:
+    # "exact": PDQ of the full-size decode, bit for bit the reference's.
+    # "fast": JPEGs decoded at a reduced DCT scale first (see README for the drift).
+    pdq_mode: PdqMode = "exact"
+    # Smallest side a fast-mode JPEG decode keeps (chosen by benchmarks/fast_pdq.py).
+    fast_min_side: int = 1024
+    # Also hash the EXIF-corrected orientation (variant "exif") when the tag turns the image.
+    exif_orientation: bool = False
+
+
+@dataclass(frozen=True)
 class MatchingConfig:
     # PDQ matches at Hamming distance <= pdq_threshold (the reference's 31).
     pdq_threshold: int = 31
     # PDQ hashes of quality below this are not matched (python-threatexchange uses 50).
     pdq_quality_min: int = 50
+    # Match all 8 rotations/flips of a PDQ hash, so turned or mirrored copies match.
+    pdq_dihedral: bool = False
+    # The imagehash family (64 bits each): match at distance <= these.
+    phash_threshold: int = 10
+    dhash_threshold: int = 10
+    ahash_threshold: int = 10
+    whash_threshold: int = 10
 
 
 @dataclass(frozen=True)
@@ -81,12 +100,23 @@ class ListSpec:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    hashing: HashingConfig = field(default_factory=HashingConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     # Empty: the embedded demo list (see appliance.demo).
     lists: tuple[ListSpec, ...] = ()
 
     def validate(self) -> Config:
-        s, lim, m = self.server, self.limits, self.matching
+        s, lim, m, h = self.server, self.limits, self.matching, self.hashing
+        if h.pdq_mode not in get_args(PdqMode):
+            raise ConfigError(
+                f"hashing.pdq_mode must be one of {get_args(PdqMode)}, got {h.pdq_mode!r}"
+            )
+        if h.fast_min_side < 64:
+            raise ConfigError(f"hashing.fast_min_side must be >= 64, got {h.fast_min_side}")
+        for name in ("phash", "dhash", "ahash", "whash"):
+            value = getattr(m, f"{name}_threshold")
+            if not 0 <= value <= 64:
+                raise ConfigError(f"matching.{name}_threshold must be 0..64, got {value}")
         if s.backend not in get_args(Backend):
             raise ConfigError(
                 f"server.backend must be one of {get_args(Backend)}, got {s.backend!r}"
@@ -117,7 +147,12 @@ class Config:
         return self
 
 
-_SECTIONS = {"server": ServerConfig, "limits": LimitsConfig, "matching": MatchingConfig}
+_SECTIONS = {
+    "server": ServerConfig,
+    "limits": LimitsConfig,
+    "hashing": HashingConfig,
+    "matching": MatchingConfig,
+}
 
 
 def _coerce(section: str, key: str, raw: Any, target: type[Any] | str) -> Any:

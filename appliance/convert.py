@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from appliance.index.snapshot import Hit
-from appliance.pipeline import HashValue, Item, ItemError, ItemResult
+from appliance.pipeline import Item, ItemError, ItemResult
+from appliance.signals import HashValue
 from appliance.v1 import appliance_pb2 as pb
 
 
@@ -15,7 +16,7 @@ def item_from_request(request: pb.FileRequest) -> Item:
 
 
 def hash_to_pb(value: HashValue) -> pb.Hash:
-    message = pb.Hash(signal=value.signal, value=value.hex)
+    message = pb.Hash(signal=value.signal, value=value.hex, variant=value.variant)
     if value.quality is not None:
         message.quality = value.quality
     return message
@@ -34,6 +35,7 @@ def hit_to_pb(hit: Hit) -> pb.MatchHit:
         category=hit.category,
         distance=hit.distance,
         query=hit.query,
+        variant=hit.variant,
     )
 
 
@@ -63,6 +65,10 @@ def result_json(name: str, result: pb.FileResult, with_matches: bool) -> dict[st
         out["error"] = {"code": result.error.code, "message": result.error.message}
         return out
     for h in result.hashes:
+        if h.variant:
+            # e.g. "pdq_variants": {"rot90": ..., "exif": ...}
+            out.setdefault(f"{h.signal}_variants", {})[h.variant] = h.value
+            continue
         out[h.signal] = h.value
         if h.HasField("quality"):
             out[f"{h.signal}_quality"] = h.quality
@@ -71,10 +77,16 @@ def result_json(name: str, result: pb.FileResult, with_matches: bool) -> dict[st
             s.signal: {"code": s.reason.code, "message": s.reason.message} for s in result.skipped
         }
     if with_matches:
-        out["matches"] = [
-            {"signal": m.signal, "list": m.list, "list_version": m.list_version,
-             "entry_id": m.entry_id, "category": m.category, "distance": m.distance,
-             "query": m.query}
-            for m in result.matches
-        ]
+        out["matches"] = [_hit_json(m) for m in result.matches]
+    return out
+
+
+def _hit_json(hit: pb.MatchHit) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "signal": hit.signal, "list": hit.list, "list_version": hit.list_version,
+        "entry_id": hit.entry_id, "category": hit.category, "distance": hit.distance,
+        "query": hit.query,
+    }
+    if hit.variant:
+        out["variant"] = hit.variant
     return out

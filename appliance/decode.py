@@ -9,10 +9,11 @@ code; nothing here ever writes the bytes anywhere.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from appliance.errors import ItemCode, ItemFault
 
@@ -20,6 +21,8 @@ from appliance.errors import ItemCode, ItemFault
 # pixel is decoded, and report DECOMPRESSION_BOMB. Pillow's own global check
 # would warn, or refuse at a limit other than the configured one.
 Image.MAX_IMAGE_PIXELS = None
+
+_EXIF_ORIENTATION = 0x0112
 
 # Leading bytes of the common formats. Pillow reports a damaged header of a
 # known format as "unidentified"; these let us say CORRUPT_IMAGE instead of
@@ -70,19 +73,68 @@ def open_image(data: bytes | memoryview, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_rgb(data: bytes | memoryview, max_pixels: int) -> NDArray[np.uint8]:
-    """Decode ``data`` to an (H, W, 3) uint8 C-contiguous array on the host."""
+@dataclass
+class Decoded:
+    """One decoded image: the first frame, pixels as stored, in the file's own mode.
+
+    ``rgb()`` is the reference's input (``Image.convert("RGB")``), made once
+    and shared by every hasher that needs it; the imagehash family works from
+    ``image`` itself, as imagehash does. ``scale`` > 1 when a JPEG was decoded
+    at reduced size (fast mode): the stored size is ``scale`` times larger.
+    """
+
+    image: Image.Image
+    scale: int = 1
+    _rgb: NDArray[np.uint8] | None = field(default=None, repr=False)
+
+    def rgb(self) -> NDArray[np.uint8]:
+        """(H, W, 3) uint8, C-contiguous."""
+        if self._rgb is None:
+            try:
+                converted = self.image.convert("RGB")
+            except Exception as exc:
+                raise ItemFault(
+                    ItemCode.UNSUPPORTED_IMAGE,
+                    f"{self.image.format} mode {self.image.mode} has no RGB form: {exc}",
+                ) from exc
+            self._rgb = np.ascontiguousarray(np.asarray(converted, dtype=np.uint8))
+        return self._rgb
+
+    def exif_transposed(self) -> Decoded | None:
+        """The image turned as its EXIF orientation tag says, or None when the
+        tag is absent or already upright (1)."""
+        orientation = self.image.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation in (None, 1):
+            return None
+        turned = ImageOps.exif_transpose(self.image)
+        return Decoded(turned, self.scale) if turned is not None else None
+
+
+def decode(
+    data: bytes | memoryview, max_pixels: int, fast_min_side: int | None = None
+) -> Decoded:
+    """Decode ``data``, refusing bombs from the header and faults by code.
+
+    With ``fast_min_side``, a JPEG is decoded at the smallest DCT scale (1/2,
+    1/4 or 1/8) that keeps both sides at or above ``fast_min_side`` (or at
+    full size when smaller): much less work for a slightly different picture.
+    """
     image = open_image(data, max_pixels)
+    scale = 1
+    if fast_min_side is not None and image.format == "JPEG":
+        width, height = image.size
+        # draft() picks the largest scale s in 8, 4, 2, 1 with s <= min(W // w, H // h).
+        image.draft(None, (min(width, fast_min_side), min(height, fast_min_side)))
+        scale = max(1, round(width / image.size[0]))
     try:
         image.load()
     except Image.DecompressionBombError as exc:
         raise ItemFault(ItemCode.DECOMPRESSION_BOMB, str(exc)) from exc
     except Exception as exc:  # truncated data, broken streams, decoder errors
         raise ItemFault(ItemCode.CORRUPT_IMAGE, f"{image.format} does not decode: {exc}") from exc
-    try:
-        rgb = image.convert("RGB")
-    except Exception as exc:
-        raise ItemFault(
-            ItemCode.UNSUPPORTED_IMAGE, f"{image.format} mode {image.mode} has no RGB form: {exc}"
-        ) from exc
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    return Decoded(image, scale)
+
+
+def decode_rgb(data: bytes | memoryview, max_pixels: int) -> NDArray[np.uint8]:
+    """Decode ``data`` at full size to an (H, W, 3) uint8 C-contiguous array."""
+    return decode(data, max_pixels).rgb()

@@ -15,16 +15,17 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from appliance import signals as sig
-from appliance.config import LimitsConfig
-from appliance.decode import decode_rgb
+from appliance.config import Config
+from appliance.decode import Decoded, decode
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.digests import digest_bytes
-from appliance.hashers.registry import PIXEL_HASHERS
+from appliance.hashers.registry import PixelOptions, hash_pixels
 from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
+from appliance.signals import HashValue
 
 log = logging.getLogger("appliance.pipeline")
 
@@ -41,17 +42,6 @@ class Item:
     signals: tuple[str, ...] = ()
     digests: Mapping[str, bytes] | None = None
     streamed: bool = False
-
-
-@dataclass(frozen=True)
-class HashValue:
-    signal: str
-    value: bytes
-    quality: int | None = None
-
-    @property
-    def hex(self) -> str:
-        return sig.SIGNALS[self.signal].format(self.value)
 
 
 @dataclass(frozen=True)
@@ -80,9 +70,23 @@ class ItemResult:
         return bool(self.matches)
 
 
+def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
+    """One hit per (signal, list, entry): the closest, the stored orientation on ties.
+
+    With dihedral or EXIF variants a symmetric picture can match one entry
+    several ways; the caller wants to know the entry matched, and how closely.
+    """
+    best: dict[tuple[str, str, str], Hit] = {}
+    for hit in sorted(hits, key=lambda h: (h.distance, h.variant != "")):
+        best.setdefault((hit.signal, hit.list, hit.entry_id), hit)
+    return sorted(best.values(), key=lambda h: (h.distance, h.signal, h.list, h.entry_id))
+
+
 class Pipeline:
-    def __init__(self, limits: LimitsConfig, metrics: Metrics | None = None) -> None:
-        self.limits = limits
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.limits = config.limits
+        self.hashing = config.hashing
+        self.options = PixelOptions(pdq_dihedral=config.matching.pdq_dihedral)
         self.metrics = metrics
 
     @contextmanager
@@ -132,17 +136,32 @@ class Pipeline:
         return result
 
     def _hash_pixels(self, item: Item, names: Sequence[str], result: ItemResult) -> None:
+        fast = self.hashing.fast_min_side if self.hashing.pdq_mode == "fast" else None
         try:
             with self._stage("decode"):
-                rgb = decode_rgb(item.content, self.limits.max_pixels)
+                decoded = decode(item.content, self.limits.max_pixels, fast)
+                decoded.rgb()  # the RGB conversion is decoding work, timed as such
+            with self._stage("perceptual"):
+                hashes = hash_pixels(decoded, names, self.options)
+                hashes += self._exif_variant(decoded, names)
         except ItemFault as fault:
             for name in names:
                 result.skipped[name] = ItemError.of(fault)
             return
-        with self._stage("perceptual"):
-            for name in names:
-                value, quality = PIXEL_HASHERS[name](rgb)
-                result.hashes.append(HashValue(name, value, quality))
+        result.hashes.extend(hashes)
+
+    def _exif_variant(self, decoded: Decoded, names: Sequence[str]) -> list[HashValue]:
+        """Hashes of the EXIF-corrected orientation, when asked for and it differs.
+
+        With dihedral matching on they add nothing: the EXIF orientations are
+        all among the 8 rotations/flips already queried.
+        """
+        if not self.hashing.exif_orientation or self.options.pdq_dihedral:
+            return []
+        turned = decoded.exif_transposed()
+        if turned is None:
+            return []
+        return [replace(h, variant="exif") for h in hash_pixels(turned, names, self.options)]
 
     def match(self, results: Sequence[ItemResult], snapshot: Snapshot) -> None:
         """Fill ``matches`` of every result, one index query per signal."""
@@ -155,10 +174,10 @@ class Pipeline:
                 hits = snapshot.match(
                     signal, [v.value for _, v in pairs], [v.quality for _, v in pairs]
                 )
-                for (result, _), found in zip(pairs, hits, strict=True):
-                    result.matches.extend(found)
+                for (result, value), found in zip(pairs, hits, strict=True):
+                    result.matches.extend(replace(h, variant=value.variant) for h in found)
             for result in results:
-                result.matches.sort(key=lambda h: (h.distance, h.signal, h.list, h.entry_id))
+                result.matches = _best_per_entry(result.matches)
 
     def record(self, results: Sequence[ItemResult]) -> None:
         """Count a finished batch in the metrics."""

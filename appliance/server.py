@@ -346,7 +346,7 @@ async def create_server(
         config=config,
         backend=backend,
         metrics=metrics,
-        pipeline=Pipeline(config.limits, metrics),
+        pipeline=Pipeline(config, metrics),
         pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work"),
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )

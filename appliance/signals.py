@@ -56,6 +56,10 @@ SIGNALS: dict[str, Signal] = {
         Signal("sha1", 20, "bytes", "exact", "SHA-1 of the file's bytes"),
         Signal("sha256", 32, "bytes", "exact", "SHA-256 of the file's bytes"),
         Signal("pdq", 32, "pixels", "hamming", "PDQ perceptual hash (256 bits) and quality"),
+        Signal("phash", 8, "pixels", "hamming", "imagehash's DCT hash (64 bits)"),
+        Signal("dhash", 8, "pixels", "hamming", "imagehash's difference hash (64 bits)"),
+        Signal("ahash", 8, "pixels", "hamming", "imagehash's average hash (64 bits)"),
+        Signal("whash", 8, "pixels", "hamming", "imagehash's Haar wavelet hash (64 bits)"),
         Signal(
             "photodna",
             144,
@@ -70,7 +74,24 @@ DIGEST_SIGNALS: tuple[str, ...] = tuple(n for n, s in SIGNALS.items() if s.sourc
 COMPUTABLE_SIGNALS: tuple[str, ...] = tuple(
     n for n, s in SIGNALS.items() if s.source != "external"
 )
-DEFAULT_SIGNALS: tuple[str, ...] = COMPUTABLE_SIGNALS
+# What a request that names no signal gets. The imagehash family is asked for
+# by name: four more full-image resizes per file are not worth it by default.
+DEFAULT_SIGNALS: tuple[str, ...] = ("md5", "sha1", "sha256", "pdq")
+
+
+@dataclass(frozen=True)
+class HashValue:
+    """One computed hash. ``variant`` is "" for the file as stored, else which
+    transform of it was hashed (a dihedral rotation/flip, or "exif")."""
+
+    signal: str
+    value: bytes
+    quality: int | None = None
+    variant: str = ""
+
+    @property
+    def hex(self) -> str:
+        return SIGNALS[self.signal].format(self.value)
 
 
 def get(name: str) -> Signal:

@@ -98,8 +98,15 @@ def bench_digests(count: int, size: int, repeat: int, threads: int) -> list[Row]
 
 
 def natural_image(height: int, width: int, seed: int) -> RGB:
-    """Decoded RGB pixels of a synthetic picture: smooth shapes, texture and noise,
-    JPEG-encoded and decoded by Pillow as the appliance does (a read-only array)."""
+    """Decoded RGB pixels of natural_jpeg, decoded by Pillow as the appliance does
+    (a read-only array)."""
+    with Image.open(io.BytesIO(natural_jpeg(height, width, seed))) as decoded:
+        return np.asarray(decoded.convert("RGB"))
+
+
+def natural_jpeg(height: int, width: int, seed: int, quality: int = 90) -> bytes:
+    """A synthetic picture as JPEG bytes: smooth shapes, hard-edged objects, texture
+    and noise, so that decoding and hashing cost what they cost on photographs."""
     rng = np.random.default_rng(seed)
     # The scene (soft blobs and waves) is drawn at 1/8 size and upscaled: fast.
     h8, w8 = max(1, height // 8), max(1, width // 8)
@@ -123,9 +130,8 @@ def natural_image(height: int, width: int, seed: int) -> RGB:
     pixels = np.asarray(picture, dtype=np.int16)
     noisy = pixels + rng.integers(-10, 11, pixels.shape, dtype=np.int16)  # texture, sensor noise
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
-        return np.asarray(decoded.convert("RGB"))
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def reference_pdq(rgb: RGB) -> tuple[bytes, int]:

@@ -32,6 +32,29 @@ def synthetic_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
     return Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
+def scene_image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A photograph-like picture: smooth gradients under hard-edged shapes.
+
+    Unlike ``synthetic_image`` (fine texture that PDQ's 64x64 sampling aliases),
+    its PDQ is stable under rotations and flips, as a photograph's is.
+    """
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack([127 + 100 * np.sin(xx / (20 + 5 * c) + c) * np.cos(yy / (25 + 3 * c) - c)
+                     for c in range(3)], axis=-1)
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+        x1, y1 = x0 + int(rng.integers(15, w // 2)), y0 + int(rng.integers(15, h // 2))
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=fill)
+    return image
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)

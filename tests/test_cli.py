@@ -17,7 +17,7 @@ import pdqhash
 import pytest
 from PIL import Image
 
-from tests.helpers import encode, synthetic_image
+from tests.helpers import encode, scene_image, synthetic_image
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
 
@@ -178,3 +178,28 @@ def test_serve_then_match_against_it(tmp_path: Path) -> None:
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_dihedral_and_fast_mode_flags(tmp_path: Path) -> None:
+    picture = scene_image(77)
+    original, mirrored = tmp_path / "o.png", tmp_path / "m.png"
+    original.write_bytes(encode(picture, "PNG"))
+    mirrored.write_bytes(encode(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG"))
+    listing = tmp_path / "l.csv"
+    listing.write_text(f"id,pdq\nX,{reference(original)['pdq']}\n")
+    [plain] = lines(run("match", "--lists", str(listing), str(mirrored)))
+    assert plain["matches"] == []
+    [turned] = lines(run("match", "--dihedral", "--lists", str(listing), str(mirrored)))
+    assert [(m["entry_id"], m["variant"]) for m in turned["matches"]] == [("X", "flipy")]
+    [hashed] = lines(run("hash", "--dihedral", "--signals", "pdq", str(original)))
+    assert hashed["pdq"] == reference(original)["pdq"]
+    assert sorted(hashed["pdq_variants"]) == sorted(
+        ["rot90", "rot180", "rot270", "flipx", "flipy", "flip+1", "flip-1"]
+    )
+    big = tmp_path / "big.jpg"
+    big.write_bytes(encode(scene_image(78, (2400, 2100)), "JPEG", quality=90))
+    [exact] = lines(run("hash", "--signals", "pdq", str(big)))
+    [fast] = lines(run("hash", "--pdq-mode", "fast", "--signals", "pdq", str(big)))
+    assert exact["pdq"] == reference(big)["pdq"]
+    drift = bin(int(exact["pdq"], 16) ^ int(fast["pdq"], 16)).count("1")
+    assert 0 < drift <= 24

@@ -45,6 +45,9 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
         ("[matching]\npdq_quality_min = -1\n", "pdq_quality_min"),
         ("[limits]\nmax_file_bytes = 0\n", "max_file_bytes"),
         ("[server]\nbackend = \"tpu\"\n", "backend"),
+        ("[hashing]\npdq_mode = \"turbo\"\n", "pdq_mode"),
+        ("[hashing]\nfast_min_side = 10\n", "fast_min_side"),
+        ("[matching]\nphash_threshold = 65\n", "phash_threshold"),
         ("[server]\nport = \"abc\"\n", "cannot read"),
         ("not toml [", "cannot read config"),
         ('[[lists]]\nname = "a"\npath = "x"\n[[lists]]\nname = "a"\npath = "y"\n', "unique"),
@@ -55,6 +58,15 @@ def test_invalid_configuration_is_refused(tmp_path: Path, text: str, message: st
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         cfg.load(str(path))
+
+
+def test_hashing_and_dihedral_options() -> None:
+    c = cfg.load(env={"APPLIANCE_HASHING_PDQ_MODE": "fast",
+                      "APPLIANCE_MATCHING_PDQ_DIHEDRAL": "true",
+                      "APPLIANCE_HASHING_EXIF_ORIENTATION": "yes"})
+    assert c.hashing.pdq_mode == "fast" and c.matching.pdq_dihedral
+    assert c.hashing.exif_orientation
+    assert cfg.load().hashing.pdq_mode == "exact" and not cfg.load().matching.pdq_dihedral
 
 
 def test_bad_environment_value_is_refused() -> None:

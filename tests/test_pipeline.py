@@ -9,7 +9,7 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
-from appliance.config import LimitsConfig, MatchingConfig
+from appliance.config import Config, LimitsConfig, MatchingConfig
 from appliance.errors import ItemCode
 from appliance.index.snapshot import Snapshot
 from appliance.lists.csv_format import parse_csv
@@ -35,7 +35,7 @@ def test_batch_with_bad_items_keeps_the_good_ones() -> None:
         Item("photodna", good_bytes, ("photodna",)),
         Item("good-again", good_bytes, ("sha1",)),
     ]
-    pipeline = Pipeline(LimitsConfig(max_file_bytes=len(good_bytes) + 10_000))
+    pipeline = Pipeline(Config(limits=LimitsConfig(max_file_bytes=len(good_bytes) + 10_000)))
     with ThreadPoolExecutor(2) as pool:
         results = {r.id: r for r in pipeline.run(items, None, pool)}
     assert [r for r in results] == [i.id for i in items]
@@ -65,14 +65,14 @@ def test_batch_with_bad_items_keeps_the_good_ones() -> None:
 
 
 def test_only_unmakeable_signals_is_an_item_error() -> None:
-    pipeline = Pipeline(LimitsConfig())
+    pipeline = Pipeline(Config(limits=LimitsConfig()))
     result = pipeline.hash_item(Item("t", b"plain text", ("pdq",)))
     assert result.error is not None and result.error.code == ItemCode.NOT_AN_IMAGE
     assert not result.hashes
 
 
 def test_precomputed_stream_digests_are_used_not_recomputed() -> None:
-    pipeline = Pipeline(LimitsConfig())
+    pipeline = Pipeline(Config(limits=LimitsConfig()))
     fake = {"md5": b"\x01" * 16, "sha1": b"\x02" * 20, "sha256": b"\x03" * 32}
     result = pipeline.hash_item(Item("s", b"data", ("md5", "sha256"), digests=fake))
     assert {h.signal: h.value for h in result.hashes} == {
@@ -88,7 +88,7 @@ def test_match_reports_exact_and_near_hits() -> None:
     csv = f"id,category,md5,pdq\ne1,cat-a,{hashlib.md5(data).hexdigest()},{pdq_hex}\n"
     hash_list = parse_csv(csv.encode(), "L")
     snapshot = Snapshot([hash_list], MatchingConfig())
-    pipeline = Pipeline(LimitsConfig())
+    pipeline = Pipeline(Config(limits=LimitsConfig()))
     with ThreadPoolExecutor(2) as pool:
         exact, close, other = pipeline.run(
             [Item("a", data), Item("b", near), Item("c", encode(synthetic_image(99), "PNG"))],
@@ -106,15 +106,15 @@ def test_match_reports_exact_and_near_hits() -> None:
 
 
 def test_an_unexpected_failure_fails_only_its_item(monkeypatch) -> None:
-    from appliance.hashers.registry import PIXEL_HASHERS
+    from appliance.hashers.registry import GROUPS
 
-    def broken(rgb):
+    def broken(decoded, names, options):
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(PIXEL_HASHERS, "pdq", broken)
+    monkeypatch.setitem(GROUPS, "pdq", broken)
     good = encode(synthetic_image(4), "PNG")
     with ThreadPoolExecutor(2) as pool:
-        bad, text = Pipeline(LimitsConfig()).run(
+        bad, text = Pipeline(Config(limits=LimitsConfig())).run(
             [Item("img", good), Item("txt", b"plain text")], None, pool
         )
     assert bad.error is not None and bad.error.code == ItemCode.INTERNAL

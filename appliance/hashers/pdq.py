@@ -20,7 +20,8 @@ parallel; code compiles on first use, then loads from the disk cache.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from functools import cache
 from typing import Any, TypeVar, cast
 
@@ -208,13 +209,11 @@ def _quality(a: _F32) -> int:
 
 
 @_kernel
-def _dct_bits(a: _F32, d: _F32) -> NDArray[np.uint8]:
-    """(32,) uint8 hash of a (64, 64) float32 with d the (16, 64) DCT matrix.
+def _dct(a: _F32, d: _F32) -> _F32:
+    """(16, 16) float32 B = D A D^T of a (64, 64) float32, d the (16, 64) DCT matrix.
 
-    B = D A D^T with one float32 accumulator per value, k increasing (the
-    reference's loops, vectorised over the other index). Bit 16*i + j is set when
-    B[i, j] exceeds the lower median (Torben's median of 256 values is the 128th
-    smallest); bit k lands at 2**k of the big-endian 256-bit integer.
+    One float32 accumulator per value, k increasing (the reference's loops,
+    vectorised over the other index).
     """
     t = np.zeros((16, 64), dtype=np.float32)
     for i in range(16):
@@ -222,18 +221,73 @@ def _dct_bits(a: _F32, d: _F32) -> NDArray[np.uint8]:
             dik = d[i, k]
             for j in range(64):
                 t[i, j] += dik * a[k, j]
-    b = np.zeros(256, dtype=np.float32)
+    b = np.zeros((16, 16), dtype=np.float32)
     for i in range(16):
         for j in range(16):
             s = np.float32(0.0)
             for k in range(64):
                 s += t[i, k] * d[j, k]
-            b[16 * i + j] = s
-    median = np.sort(b)[127]
-    out = np.zeros(HASH_BYTES, dtype=np.uint8)
+            b[i, j] = s
+    return b
+
+
+@_kernel
+def _threshold(b: _F32, out: NDArray[np.uint8]) -> None:
+    """out (32,) uint8 = the hash of a (16, 16) float32 B.
+
+    Bit 16*i + j is set when B[i, j] exceeds the lower median (Torben's median of
+    256 values is the 128th smallest); bit k lands at 2**k of the big-endian
+    256-bit integer.
+    """
+    flat = b.reshape(256)
+    median = np.sort(flat)[127]
+    out[:] = 0
     for k in range(256):
-        if b[k] > median:
+        if flat[k] > median:
             out[31 - k // 8] |= np.uint8(1 << (k % 8))
+
+
+@_kernel
+def _dct_bits(a: _F32, d: _F32) -> NDArray[np.uint8]:
+    """(32,) uint8 hash of a (64, 64) float32 (see _dct and _threshold)."""
+    out = np.empty(HASH_BYTES, dtype=np.uint8)
+    _threshold(_dct(a, d), out)
+    return out
+
+
+@_kernel
+def _dihedral_bits(a: _F32, d: _F32) -> NDArray[np.uint8]:
+    """(8, 32) uint8: the hashes of the 8 rotations/flips of the image, from one DCT.
+
+    Order as the reference's: original, rot90, rot180, rot270, flipX, flipY,
+    flip+1 (transpose), flip-1. A rotation or flip of the image only transposes
+    B and flips the signs of the odd-frequency rows or columns; each variant is
+    then thresholded at its own median.
+    """
+    b = _dct(a, d)
+    out = np.empty((8, HASH_BYTES), dtype=np.uint8)
+    v = np.empty((16, 16), dtype=np.float32)
+    for variant in range(8):
+        for i in range(16):
+            for j in range(16):
+                x = b[i, j]
+                if variant == 0:
+                    v[i, j] = x
+                elif variant == 1:  # rot90
+                    v[j, i] = x if j % 2 == 1 else -x
+                elif variant == 2:  # rot180
+                    v[i, j] = -x if (i + j) % 2 == 1 else x
+                elif variant == 3:  # rot270
+                    v[j, i] = x if i % 2 == 1 else -x
+                elif variant == 4:  # flipX
+                    v[i, j] = x if i % 2 == 1 else -x
+                elif variant == 5:  # flipY
+                    v[i, j] = x if j % 2 == 1 else -x
+                elif variant == 6:  # flip+1: transpose
+                    v[j, i] = x
+                else:  # flip-1: anti-transpose
+                    v[j, i] = -x if (i + j) % 2 == 1 else x
+        _threshold(v, out[variant])
     return out
 
 
@@ -332,9 +386,12 @@ def _downsample(rgb: NDArray[np.uint8], luma: _F32, from_rgb: bool) -> _F32:
 
 @_kernel
 def _pdq(
-    rgb: NDArray[np.uint8], luma: _F32, from_rgb: bool, d: _F32
+    rgb: NDArray[np.uint8], luma: _F32, from_rgb: bool, d: _F32, dihedral: bool
 ) -> tuple[NDArray[np.uint8], int]:
-    """(hash (32,) uint8, quality): see _downsample for the arguments; H and W >= 5."""
+    """(hashes (n, 32) uint8, quality): see _downsample for the arguments; H and W >= 5.
+
+    n is 8 (the dihedral variants, original first) when dihedral, else 1.
+    """
     if from_rgb:
         height, width = rgb.shape[0], rgb.shape[1]
     else:
@@ -348,7 +405,9 @@ def _pdq(
             a[:, :] = luma
     else:
         a = _downsample(rgb, luma, from_rgb)
-    return _dct_bits(a, d), _quality(a)
+    if dihedral:
+        return _dihedral_bits(a, d), _quality(a)
+    return _dct_bits(a, d).reshape(1, HASH_BYTES), _quality(a)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -379,8 +438,8 @@ def pdq_from_rgb(rgb: NDArray[np.uint8]) -> tuple[bytes, int]:
     if rgb.shape[0] < _MIN_DIM or rgb.shape[1] < _MIN_DIM:
         return bytes(HASH_BYTES), 0
     pixels = _readonly(np.ascontiguousarray(rgb))
-    bits, quality = _pdq(pixels, _NO_LUMA, True, _dct_matrix())
-    return bits.tobytes(), int(quality)
+    bits, quality = _pdq(pixels, _NO_LUMA, True, _dct_matrix(), False)
+    return bits[0].tobytes(), int(quality)
 
 
 def pdq_from_luma(luma: NDArray[np.float32]) -> tuple[bytes, int]:
@@ -393,8 +452,37 @@ def pdq_from_luma(luma: NDArray[np.float32]) -> tuple[bytes, int]:
     if luma.shape[0] < _MIN_DIM or luma.shape[1] < _MIN_DIM:
         return bytes(HASH_BYTES), 0
     plane = _readonly(np.ascontiguousarray(luma, dtype=np.float32))
-    bits, quality = _pdq(_NO_RGB, plane, False, _dct_matrix())
-    return bits.tobytes(), int(quality)
+    bits, quality = _pdq(_NO_RGB, plane, False, _dct_matrix(), False)
+    return bits[0].tobytes(), int(quality)
+
+
+DIHEDRAL_VARIANTS = ("original", "rot90", "rot180", "rot270", "flipx", "flipy", "flip+1", "flip-1")
+"""Names of the 8 dihedral hashes, in the reference's order (compute_dihedral)."""
+
+
+def pdq_dihedral_from_rgb(rgb: NDArray[np.uint8]) -> tuple[list[bytes], int]:
+    """The 8 PDQ hashes of rgb's rotations and flips (DIHEDRAL_VARIANTS order), and quality.
+
+    Equal to ``pdqhash.compute_dihedral`` on the same pixels, at the cost of one
+    hash plus seven re-thresholds. Images under 5 pixels give 8 zero hashes.
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 pixels, got {rgb.shape} {rgb.dtype}")
+    if rgb.shape[0] < _MIN_DIM or rgb.shape[1] < _MIN_DIM:
+        return [bytes(HASH_BYTES)] * 8, 0
+    pixels = _readonly(np.ascontiguousarray(rgb))
+    bits, quality = _pdq(pixels, _NO_LUMA, True, _dct_matrix(), True)
+    return [row.tobytes() for row in bits], int(quality)
+
+
+def pdq_many(
+    images: Sequence[NDArray[np.uint8]], pool: Executor | None = None
+) -> list[tuple[bytes, int]]:
+    """pdq_from_rgb of each (H, W, 3) uint8 image, in order, spread over ``pool``'s
+    threads (the kernels release the GIL, so a pool of N threads uses N cores)."""
+    if pool is None:
+        return [pdq_from_rgb(rgb) for rgb in images]
+    return list(pool.map(pdq_from_rgb, images))
 
 
 def pdq_hex(h: bytes) -> str:

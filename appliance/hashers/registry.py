@@ -1,21 +1,67 @@
-"""Which function computes each pixel-based signal.
+"""Which code computes each pixel-based signal.
 
-Digest signals are computed from bytes by ``hashers.digests``; every signal
-whose source is "pixels" has one entry here, taking the decoded (H, W, 3)
-uint8 RGB array and returning (hash bytes, quality or None).
+Digest signals are computed from bytes by ``hashers.digests``. Pixel signals
+come in groups that share work (the imagehash family shares one greyscale
+conversion): each group takes the decoded image, the names wanted from it and
+the hashing options, and returns HashValues. Adding a signal is one entry in
+the signal registry and one here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import numpy as np
-from numpy.typing import NDArray
+from appliance.decode import Decoded
+from appliance.errors import ItemCode, ItemFault
+from appliance.hashers.imagehash_family import FAMILY, family_hashes
+from appliance.hashers.pdq import DIHEDRAL_VARIANTS, pdq_dihedral_from_rgb, pdq_from_rgb
+from appliance.signals import HashValue
 
-from appliance.hashers.pdq import pdq_from_rgb
 
-PixelHasher = Callable[[NDArray[np.uint8]], tuple[bytes, int | None]]
+@dataclass(frozen=True)
+class PixelOptions:
+    # Also give the 7 other rotations/flips of PDQ (variants named as DIHEDRAL_VARIANTS).
+    pdq_dihedral: bool = False
 
-PIXEL_HASHERS: dict[str, PixelHasher] = {
-    "pdq": pdq_from_rgb,
-}
+
+GroupHasher = Callable[[Decoded, Sequence[str], PixelOptions], list[HashValue]]
+
+
+def _pdq(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
+    rgb = decoded.rgb()
+    if not options.pdq_dihedral:
+        value, quality = pdq_from_rgb(rgb)
+        return [HashValue("pdq", value, quality)]
+    values, quality = pdq_dihedral_from_rgb(rgb)
+    return [
+        HashValue("pdq", value, quality, "" if variant == "original" else variant)
+        for variant, value in zip(DIHEDRAL_VARIANTS, values, strict=True)
+    ]
+
+
+def _family(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
+    try:
+        values = family_hashes(decoded.image, names)
+    except ValueError as exc:  # a mode with no greyscale form, as in imagehash
+        raise ItemFault(
+            ItemCode.UNSUPPORTED_IMAGE, f"mode {decoded.image.mode}: {exc}"
+        ) from exc
+    return [HashValue(name, values[name]) for name in names]
+
+
+# Each pixel signal -> the group that computes it.
+GROUPS: dict[str, GroupHasher] = {"pdq": _pdq, **{name: _family for name in FAMILY}}
+
+
+def hash_pixels(
+    decoded: Decoded, names: Sequence[str], options: PixelOptions
+) -> list[HashValue]:
+    """All requested pixel signals of one decoded image, each group called once."""
+    by_group: dict[GroupHasher, list[str]] = {}
+    for name in names:
+        by_group.setdefault(GROUPS[name], []).append(name)
+    out: list[HashValue] = []
+    for group, wanted in by_group.items():
+        out.extend(group(decoded, wanted, options))
+    return out

@@ -40,11 +40,17 @@ class Hit:
     category: str
     distance: int
     query: str  # the looked-up value, as lowercase hex
+    # Which transform of the file matched ("" = as stored; a dihedral variant; "exif").
+    variant: str = ""
 
 
 # Hamming radius of each 'hamming' signal: a match is distance <= radius.
 RADIUS: dict[str, Callable[[MatchingConfig], int]] = {
     "pdq": lambda m: m.pdq_threshold,
+    "phash": lambda m: m.phash_threshold,
+    "dhash": lambda m: m.dhash_threshold,
+    "ahash": lambda m: m.ahash_threshold,
+    "whash": lambda m: m.whash_threshold,
 }
 # Signals whose queries carry a quality: below the minimum a hash is too
 # unreliable to match (flat or tiny images), so it gets no hits at all.

@@ -34,7 +34,9 @@ class FileRequest(_message.Message):
     """The caller's id for the file, echoed in the result; never interpreted."""
     @_builtins.property
     def signals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Signals to compute (md5, sha1, sha256, pdq); empty means all of them."""
+        """Signals to compute: md5, sha1, sha256, pdq, phash, dhash, ahash, whash.
+        Empty means md5, sha1, sha256 and pdq.
+        """
 
     def __init__(
         self,
@@ -194,6 +196,7 @@ class Hash(_message.Message):
     SIGNAL_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
     signal: _builtins.str
     value: _builtins.str
     """Lowercase hex, as the reference tools print it."""
@@ -201,16 +204,23 @@ class Hash(_message.Message):
     """Perceptual hashes only (PDQ: 0..100); unset for digests. In Lookup, a PDQ
     query with a quality below the configured minimum is not matched.
     """
+    variant: _builtins.str
+    """Empty for the file as stored; else the transform of it that was hashed:
+    a PDQ dihedral variant (rot90, rot180, rot270, flipx, flipy, flip+1,
+    flip-1) when dihedral matching is on, or "exif" for the EXIF-corrected
+    orientation when that option is on.
+    """
     def __init__(
         self,
         *,
         signal: _builtins.str = ...,
         value: _builtins.str = ...,
         quality: _builtins.int | None = ...,
+        variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "quality", b"quality"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "quality", b"quality", "signal", b"signal", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_quality", b"_quality", "quality", b"quality", "signal", b"signal", "value", b"value", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__quality: _TypeAlias = _typing.Literal["quality"]  # noqa: Y015
     _WhichOneofArgType__quality: _TypeAlias = _typing.Literal["_quality", b"_quality"]  # noqa: Y015
@@ -229,6 +239,7 @@ class MatchHit(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     DISTANCE_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
     signal: _builtins.str
     list: _builtins.str
     list_version: _builtins.str
@@ -238,6 +249,8 @@ class MatchHit(_message.Message):
     """Hamming distance for perceptual signals, 0 for exact matches."""
     query: _builtins.str
     """The hash value that matched (lowercase hex)."""
+    variant: _builtins.str
+    """Which transform of the file matched ("" = as stored); see Hash.variant."""
     def __init__(
         self,
         *,
@@ -248,10 +261,11 @@ class MatchHit(_message.Message):
         category: _builtins.str = ...,
         distance: _builtins.int = ...,
         query: _builtins.str = ...,
+        variant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "distance", b"distance", "entry_id", b"entry_id", "list", b"list", "list_version", b"list_version", "query", b"query", "signal", b"signal"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "distance", b"distance", "entry_id", b"entry_id", "list", b"list", "list_version", b"list_version", "query", b"query", "signal", b"signal", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
