@@ -37,6 +37,8 @@ class AuditLog:
                     "entry_id": h.entry_id,
                     "signal": h.signal,
                     "distance": h.distance,
+                    "kind": h.kind,
+                    "suppressed": h.suppressed,
                 },
                 separators=(",", ":"),
             )

@@ -184,6 +184,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(_config(args)))
 
 
+def cmd_lists_compile(args: argparse.Namespace) -> int:
+    import time
+
+    from appliance.index.compiled import write_compiled
+    from appliance.loading import Catalog
+
+    config = cfg.load(path=args.config, env=os.environ, lists=args.specs or None)
+    if not config.lists:
+        raise ApplianceError("name the lists to compile (SPEC..., or [[lists]] in --config)")
+    start = time.perf_counter()
+    loaded = Catalog().load(config)
+    size = write_compiled(args.out, loaded.snapshot.indexes, loaded.sources)
+    for index in loaded.snapshot.indexes:
+        counts = ", ".join(f"{s} {index.count(s)}" for s in index.matchers)
+        print(f"{index.name}@{index.hash_list.version} [{index.kind}]: {counts}", file=sys.stderr)
+    print(f"wrote {args.out}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_lists_inspect(args: argparse.Namespace) -> int:
+    from appliance.index import snapfile
+    from appliance.index.compiled import describe
+
+    info = describe(args.file)
+    if args.verify:
+        snapfile.verify(args.file)
+        info["verified"] = True
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from appliance import demo
 
@@ -266,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_hashing(p)
     _add_lists(p)
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("lists", help="compile and inspect list snapshots")
+    lists_sub = p.add_subparsers(dest="lists_command", required=True)
+    q = lists_sub.add_parser(
+        "compile", help="parse lists and build their indexes into one snapshot file that "
+                        "`serve --lists FILE` maps at once")
+    q.add_argument("specs", nargs="*", metavar="SPEC",
+                   help="PATH or NAME=PATH (default: the [[lists]] of --config)")
+    q.add_argument("-o", "--out", required=True, metavar="FILE")
+    q.set_defaults(func=cmd_lists_compile)
+    q = lists_sub.add_parser("inspect", help="lists, versions and counts of a snapshot file")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--verify", action="store_true", help="also check every array's checksum")
+    q.set_defaults(func=cmd_lists_inspect)
 
     p = sub.add_parser("demo", help="write the demo images and their list")
     p.add_argument("--out", required=True, metavar="DIR")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from appliance.errors import ConfigError
+from appliance.signals import SIGNALS
 
 Backend = Literal["auto", "cpu", "gpu"]
 PdqMode = Literal["exact", "fast"]
@@ -39,6 +40,9 @@ class ServerConfig:
     grace_seconds: float = 10.0
     # Append-only JSON-lines audit log of every match; empty disables it.
     audit_log: str = ""
+    # Seconds between checks of the list files for changes (0: no watching;
+    # reloads then come from SIGHUP or the ReloadLists RPC).
+    watch_lists_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,37 @@ class MatchingConfig:
     dhash_threshold: int = 10
     ahash_threshold: int = 10
     whash_threshold: int = 10
+    # PhotoDNA (values from a licensed library, via Lookup): Euclidean distance over
+    # the 144 bytes. 0 matches identical vectors only; set the threshold your
+    # PhotoDNA licence documentation recommends.
+    photodna_threshold: int = 0
+
+
+ListKind = Literal["block", "allow"]
 
 
 @dataclass(frozen=True)
 class ListSpec:
-    """One hash list to load: ``NAME=PATH`` or ``PATH`` (name = file stem)."""
+    """One hash list to load: ``NAME=PATH`` or ``PATH`` (name = file stem) on the
+    command line; in the configuration file, a ``[[lists]]`` table with:
+
+    - ``format``: "auto" (detected from the content) or a format name;
+    - ``kind``: "block" (matches are reported) or "allow" (known-benign files,
+      e.g. NSRL: a hit suppresses the block hits of the same file);
+    - ``enabled``: false keeps the list configured but not loaded;
+    - ``signals``: only these of the list's signals are indexed (empty: all);
+    - ``categories``: the list's own category values mapped to ours;
+    - ``deltas``: files of additions and deletions applied after ``path``, in order.
+    """
 
     name: str
     path: str
+    format: str = "auto"
+    kind: ListKind = "block"
+    enabled: bool = True
+    signals: tuple[str, ...] = ()
+    categories: tuple[tuple[str, str], ...] = ()
+    deltas: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, spec: str) -> ListSpec:
@@ -94,6 +121,31 @@ class ListSpec:
         if not name or not path:
             raise ConfigError(f"list spec {spec!r} must be PATH or NAME=PATH")
         return cls(name=name, path=path)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ListSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(table) - known
+        if unknown:
+            raise ConfigError(f"[[lists]]: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        if "name" not in table or "path" not in table:
+            raise ConfigError(f"[[lists]] needs name and path, got {dict(table)}")
+        kind = str(table.get("kind", "block"))
+        if kind not in get_args(ListKind):
+            raise ConfigError(f"list {table['name']!r}: kind must be block or allow, got {kind!r}")
+        categories = table.get("categories", {})
+        if not isinstance(categories, Mapping):
+            raise ConfigError(f"list {table['name']!r}: categories must be a table")
+        return cls(
+            name=str(table["name"]),
+            path=str(table["path"]),
+            format=str(table.get("format", "auto")),
+            kind=kind,  # type: ignore[arg-type]  # checked above
+            enabled=bool(table.get("enabled", True)),
+            signals=tuple(str(s) for s in table.get("signals", ())),
+            categories=tuple((str(k), str(v)) for k, v in categories.items()),
+            deltas=tuple(str(d) for d in table.get("deltas", ())),
+        )
 
 
 @dataclass(frozen=True)
@@ -137,10 +189,18 @@ class Config:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if s.workers < 0 or s.grace_seconds < 0:
             raise ConfigError("server.workers and server.grace_seconds must not be negative")
+        if m.photodna_threshold < 0:
+            raise ConfigError(
+                f"matching.photodna_threshold must be >= 0, got {m.photodna_threshold}"
+            )
         if not 0 <= m.pdq_threshold <= 256:
             raise ConfigError(f"matching.pdq_threshold must be 0..256, got {m.pdq_threshold}")
         if not 0 <= m.pdq_quality_min <= 100:
             raise ConfigError(f"matching.pdq_quality_min must be 0..100, got {m.pdq_quality_min}")
+        for spec in self.lists:
+            unknown_signals = [n for n in spec.signals if n not in SIGNALS]
+            if unknown_signals:
+                raise ConfigError(f"list {spec.name!r}: unknown signals {unknown_signals}")
         names = [spec.name for spec in self.lists]
         if len(set(names)) != len(names):
             raise ConfigError(f"list names must be unique, got {names}")
@@ -201,8 +261,8 @@ def load(
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
         for section, values in data.items():
             if section == "lists":
-                specs = [ListSpec(**item) if isinstance(item, dict) else ListSpec.parse(str(item))
-                         for item in values]
+                specs = [ListSpec.from_table(item) if isinstance(item, dict)
+                         else ListSpec.parse(str(item)) for item in values]
                 config = replace(config, lists=tuple(specs))
             elif section in _SECTIONS and isinstance(values, dict):
                 config = _apply(config, section, values, path)

@@ -36,6 +36,8 @@ def hit_to_pb(hit: Hit) -> pb.MatchHit:
         distance=hit.distance,
         query=hit.query,
         variant=hit.variant,
+        kind=hit.kind,
+        suppressed=hit.suppressed,
     )
 
 
@@ -89,4 +91,8 @@ def _hit_json(hit: pb.MatchHit) -> dict[str, Any]:
     }
     if hit.variant:
         out["variant"] = hit.variant
+    if hit.kind and hit.kind != "block":
+        out["kind"] = hit.kind
+    if hit.suppressed:
+        out["suppressed"] = True
     return out

@@ -6,7 +6,11 @@ servers in one process; ``serve`` exposes it on the metrics port.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from appliance.index.snapshot import Hit
 
 # Seconds: from tens of microseconds (a digest of a small file) to tens of
 # seconds (a 100 MP decode on a busy machine).
@@ -30,6 +34,11 @@ class Metrics:
         self.bytes = Counter("appliance_bytes", "Bytes of files received", registry=r)
         self.matches = Counter(
             "appliance_matches", "Match hits, by list and signal", ["list", "signal"], registry=r
+        )
+        self.suppressed = Counter(
+            "appliance_suppressed_matches",
+            "Block-list hits suppressed by an allow-list hit on the same file",
+            ["list", "signal"], registry=r,
         )
         self.batch_size = Histogram(
             "appliance_batch_size", "Files per processed batch", buckets=_BATCH_BUCKETS,
@@ -61,10 +70,29 @@ class Metrics:
             "appliance_inflight_requests", "RPCs being served now", registry=r
         )
         self.list_info = Gauge(
-            "appliance_list_info", "Loaded lists and their versions (value 1)",
-            ["list", "version"], registry=r,
+            "appliance_list_info", "Loaded lists, their versions and kinds (value 1)",
+            ["list", "version", "kind"], registry=r,
+        )
+        self.list_reloads = Counter(
+            "appliance_list_reloads", "List loads and reloads, by outcome (success, failure)",
+            ["outcome"], registry=r,
+        )
+        self.last_reload_timestamp = Gauge(
+            "appliance_lists_last_reload_timestamp_seconds",
+            "When the lists were last loaded or a reload was tried (Unix time)", registry=r,
+        )
+        self.last_reload_success = Gauge(
+            "appliance_lists_last_reload_success",
+            "1 if the last load or reload of the lists succeeded, else 0", registry=r,
         )
         self.lists_ready = Gauge(
             "appliance_lists_ready", "1 once the lists are loaded and the server is SERVING",
             registry=r,
         )
+
+    def count_hits(self, hits: Iterable[Hit]) -> None:
+        """Block-list hits, as matches or (when an allow list vouched) suppressed."""
+        for hit in hits:
+            if hit.kind == "block":
+                counter = self.suppressed if hit.suppressed else self.matches
+                counter.labels(hit.list, hit.signal).inc()

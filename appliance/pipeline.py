@@ -67,7 +67,8 @@ class ItemResult:
 
     @property
     def matched(self) -> bool:
-        return bool(self.matches)
+        """True when a block list matched and no allow list vouched for the file."""
+        return any(h.kind == "block" and not h.suppressed for h in self.matches)
 
 
 def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
@@ -80,6 +81,14 @@ def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
     for hit in sorted(hits, key=lambda h: (h.distance, h.variant != "")):
         best.setdefault((hit.signal, hit.list, hit.entry_id), hit)
     return sorted(best.values(), key=lambda h: (h.distance, h.signal, h.list, h.entry_id))
+
+
+def suppress_allowed(hits: list[Hit]) -> list[Hit]:
+    """An allow-list hit (e.g. NSRL: a known-benign file) marks the file's block
+    hits suppressed: they are still reported, but the file is not matched."""
+    if not any(h.kind == "allow" for h in hits):
+        return hits
+    return [replace(h, suppressed=True) if h.kind == "block" else h for h in hits]
 
 
 class Pipeline:
@@ -177,7 +186,7 @@ class Pipeline:
                 for (result, value), found in zip(pairs, hits, strict=True):
                     result.matches.extend(replace(h, variant=value.variant) for h in found)
             for result in results:
-                result.matches = _best_per_entry(result.matches)
+                result.matches = suppress_allowed(_best_per_entry(result.matches))
 
     def record(self, results: Sequence[ItemResult]) -> None:
         """Count a finished batch in the metrics."""
@@ -194,8 +203,7 @@ class Pipeline:
             for reason in result.skipped.values():
                 m.errors.labels(reason.code).inc()
             m.files.labels("matched" if result.matched else "ok").inc()
-            for hit in result.matches:
-                m.matches.labels(hit.list, hit.signal).inc()
+            m.count_hits(result.matches)
 
     def run(
         self, items: Sequence[Item], snapshot: Snapshot | None, pool: Executor

@@ -34,7 +34,6 @@ from appliance.audit import AuditLog
 from appliance.backend import Backend, select_backend
 from appliance.config import Config
 from appliance.errors import (
-    ApplianceError,
     ConfigError,
     InvalidRequest,
     ItemFault,
@@ -44,9 +43,10 @@ from appliance.errors import (
 )
 from appliance.hashers.digests import Digester
 from appliance.index.snapshot import Hit
-from appliance.loading import Loaded, load_snapshot
+from appliance.loading import Catalog, Loaded
 from appliance.metrics import Metrics
-from appliance.pipeline import Item, ItemResult, Pipeline
+from appliance.pipeline import Item, ItemResult, Pipeline, suppress_allowed
+from appliance.reloader import ListManager, describe
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 
@@ -71,9 +71,8 @@ class App:
     metrics: Metrics
     pipeline: Pipeline
     pool: ThreadPoolExecutor
+    lists: ListManager
     audit: AuditLog | None = None
-    loaded: Loaded | None = None
-    load_error: str = ""
     inflight: int = 0
 
 
@@ -119,10 +118,11 @@ class ApplianceService(pb_grpc.ApplianceServicer):
     # -- shared work ---------------------------------------------------------
 
     def _snapshot(self) -> Loaded:
-        if self.app.loaded is None:
-            detail = f": {self.app.load_error}" if self.app.load_error else ""
-            raise NotReady(f"hash lists are not loaded yet{detail}")
-        return self.app.loaded
+        loaded = self.app.lists.loaded
+        if loaded is None:
+            error = self.app.lists.error
+            raise NotReady(f"hash lists are not loaded yet{': ' + error if error else ''}")
+        return loaded
 
     async def _process(self, items: Sequence[Item], match: bool) -> list[ItemResult]:
         app, loop = self.app, asyncio.get_running_loop()
@@ -239,9 +239,9 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             hits.update((index, h) for (index, _, _), h in zip(queries, per_query, strict=True))
         request_id = uuid.uuid4().hex
         for index, found in hits.items():
+            found = suppress_allowed(found)
             results[index].matches.extend(convert.hits_to_pb(found))
-            for hit in found:
-                self.app.metrics.matches.labels(hit.list, hit.signal).inc()
+            self.app.metrics.count_hits(found)
             if found and self.app.audit is not None:
                 self.app.audit.record(request_id, f"lookup[{index}]", found)
         return pb.LookupResponse(results=results)
@@ -252,24 +252,37 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         response = pb.StatusResponse(
             backend=app.backend.name,
             device=app.backend.device,
-            ready=app.loaded is not None,
+            ready=app.lists.loaded is not None,
             version=__version__,
             signals=list(sig.SIGNALS),
             pdq_threshold=app.config.matching.pdq_threshold,
             pdq_quality_min=app.config.matching.pdq_quality_min,
         )
-        if app.loaded is not None:
-            counts = app.loaded.snapshot.entry_counts()
-            for hash_list in app.loaded.snapshot.lists:
-                response.lists.append(
-                    pb.ListStatus(
-                        name=hash_list.name,
-                        version=hash_list.version,
-                        source=app.loaded.sources.get(hash_list.name, ""),
-                        entries={s: n for (lst, s), n in counts.items() if lst == hash_list.name},
-                    )
-                )
+        if app.lists.loaded is not None:
+            response.lists.extend(_list_status(app.lists.loaded))
         return response
+
+    @_rpc
+    async def ReloadLists(self, request: pb.ReloadRequest, context: Any) -> pb.ReloadResponse:
+        ok, message = await self.app.lists.reload("reloaded by ReloadLists")
+        response = pb.ReloadResponse(ok=ok, message=message)
+        if self.app.lists.loaded is not None:
+            response.lists.extend(_list_status(self.app.lists.loaded))
+        return response
+
+
+def _list_status(loaded: Loaded) -> list[pb.ListStatus]:
+    counts = loaded.snapshot.entry_counts()
+    return [
+        pb.ListStatus(
+            name=index.name,
+            version=index.hash_list.version,
+            source=loaded.sources.get(index.name, ""),
+            entries={s: n for (lst, s), n in counts.items() if lst == index.name},
+            kind=index.kind,
+        )
+        for index in loaded.snapshot.indexes
+    ]
 
 
 @dataclass
@@ -283,19 +296,25 @@ class ServerHandle:
     health: health_aio.HealthServicer
     _httpd: Any = None
     _load_task: asyncio.Task[None] | None = None
+    _watch_task: asyncio.Task[None] | None = None
 
     async def wait_ready(self) -> Loaded:
         """Wait until the lists are loaded; raises RuntimeError if loading failed."""
         if self._load_task is not None:
             await asyncio.shield(self._load_task)
-        if self.app.loaded is None:
-            raise RuntimeError(self.app.load_error or "lists are not loaded")
-        return self.app.loaded
+        if self.app.lists.loaded is None:
+            raise RuntimeError(self.app.lists.error or "lists are not loaded")
+        return self.app.lists.loaded
+
+    async def reload(self, reason: str = "reloaded") -> tuple[bool, str]:
+        """Reload the lists (SIGHUP, tests); the old snapshot serves until the swap."""
+        return await self.app.lists.reload(reason)
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
-        if self._load_task is not None and not self._load_task.done():
-            self._load_task.cancel()
+        for task in (self._load_task, self._watch_task):
+            if task is not None and not task.done():
+                task.cancel()
         await self.server.stop(self.app.config.server.grace_seconds if grace is None else grace)
         if self._httpd is not None:
             self._httpd.shutdown()
@@ -310,28 +329,15 @@ async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
         await servicer.set(service, status)
 
 
-async def _load_lists(handle: ServerHandle, loader: Callable[[Config], Loaded]) -> None:
-    app = handle.app
-    try:
-        loaded = await asyncio.get_running_loop().run_in_executor(
-            app.pool, loader, app.config
-        )
-    except ApplianceError as exc:
-        app.load_error = str(exc)
-        log.error("hash lists failed to load: %s", exc)
-        return
-    app.loaded = loaded
-    for (list_name, signal_name), count in loaded.snapshot.entry_counts().items():
-        app.metrics.index_entries.labels(list_name, signal_name).set(count)
-    for hash_list in loaded.snapshot.lists:
-        app.metrics.list_info.labels(hash_list.name, hash_list.version).set(1)
-    app.metrics.lists_ready.set(1)
-    await _set_health(handle.health, health_pb2.HealthCheckResponse.SERVING)
+async def _first_load(handle: ServerHandle) -> None:
+    ok, _ = await handle.app.lists.reload("loaded")
+    if ok:
+        await _set_health(handle.health, health_pb2.HealthCheckResponse.SERVING)
 
 
 async def create_server(
     config: Config,
-    loader: Callable[[Config], Loaded] = load_snapshot,
+    loader: Callable[[Config], Loaded] | None = None,
     metrics_http: bool = True,
 ) -> ServerHandle:
     """Build, bind and start a server; the lists load in the background.
@@ -342,12 +348,18 @@ async def create_server(
     metrics = Metrics()
     metrics.backend_info.labels(backend.name, backend.device).set(1)
     workers = config.server.workers or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work")
+    catalog = Catalog()
     app = App(
         config=config,
         backend=backend,
         metrics=metrics,
         pipeline=Pipeline(config, metrics),
-        pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work"),
+        pool=pool,
+        lists=ListManager(
+            config, metrics, pool,
+            loader or catalog.load, catalog.fingerprints if loader is None else None,
+        ),
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )
     limits = config.limits
@@ -378,17 +390,12 @@ async def create_server(
         handle._httpd = httpd
         handle.metrics_port = httpd.server_port
     await server.start()
-    handle._load_task = asyncio.create_task(_load_lists(handle, loader))
+    handle._load_task = asyncio.create_task(_first_load(handle))
+    if config.server.watch_lists_seconds > 0:
+        handle._watch_task = asyncio.create_task(
+            app.lists.watch(config.server.watch_lists_seconds)
+        )
     return handle
-
-
-def _describe_lists(loaded: Loaded) -> str:
-    parts = []
-    for hash_list in loaded.snapshot.lists:
-        total = sum(hash_list.count(s) for s in hash_list.columns)
-        parts.append(f"{hash_list.name}@{hash_list.version} ({total} hashes)")
-    text = ", ".join(parts)
-    return f"embedded demo list {text}" if loaded.is_demo else text
 
 
 async def serve(config: Config) -> int:
@@ -398,6 +405,11 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # SIGHUP reloads the lists; a failed reload keeps the old ones serving.
+    # Installed before the ready line, so that no SIGHUP sent after it kills us.
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: loop.create_task(handle.reload("reloaded on SIGHUP"))
+    )
     try:
         loaded = await handle.wait_ready()
     except RuntimeError as exc:
@@ -408,7 +420,7 @@ async def serve(config: Config) -> int:
     log.info(
         "appliance ready: grpc=%s:%d metrics=http://%s:%s/metrics backend=%s (%s) lists=%s",
         host, handle.port, host, handle.metrics_port, handle.app.backend.name,
-        handle.app.backend.reason, _describe_lists(loaded),
+        handle.app.backend.reason, describe(loaded),
     )
     await stop.wait()
     log.info("shutting down: draining in-flight requests (grace %.1fs)",

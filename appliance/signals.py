@@ -17,7 +17,7 @@ from typing import Literal
 from appliance.errors import ItemCode, ItemFault
 
 Source = Literal["bytes", "pixels", "external"]
-MatchKind = Literal["exact", "hamming"]
+MatchKind = Literal["exact", "hamming", "euclidean"]
 
 _HEX = re.compile(r"[0-9a-f]*")
 
@@ -64,7 +64,7 @@ SIGNALS: dict[str, Signal] = {
             "photodna",
             144,
             "external",
-            "exact",
+            "euclidean",
             "PhotoDNA vector; proprietary, never computed here, matched from client values",
         ),
     )

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from appliance.config import Config, LimitsConfig, MatchingConfig, ServerConfig
-from appliance.loading import Loaded, load_snapshot
+from appliance.loading import Loaded
 from appliance.server import ServerHandle, create_server
 
 T = TypeVar("T")
@@ -74,7 +74,7 @@ class ServerThread:
     """A real grpc.aio server on its own event loop thread, for sync test code."""
 
     def __init__(
-        self, config: Config, loader: Callable[[Config], Loaded] = load_snapshot
+        self, config: Config, loader: Callable[[Config], Loaded] | None = None
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

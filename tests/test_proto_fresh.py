@@ -29,7 +29,7 @@ def test_contract_names() -> None:
     service = pb.DESCRIPTOR.services_by_name["Appliance"]
     assert service.full_name == "appliance.v1.Appliance"
     assert set(service.methods_by_name) == {
-        "Hash", "Match", "MatchBatch", "MatchStream", "Lookup", "GetStatus"
+        "Hash", "Match", "MatchBatch", "MatchStream", "Lookup", "GetStatus", "ReloadLists"
     }
     messages = pb.DESCRIPTOR.message_types_by_name.values()
     fields = {m.name: {f.name for f in m.fields} for m in messages}

@@ -336,3 +336,33 @@ def test_audit_log_records_every_match(tmp_path: Path, demo_set: demo.DemoSet) -
         ("up-1", "demo", "demo-0002", "pdq")
     ]
     assert {"time", "request_id", "list_version", "distance"} <= set(records[0])
+
+
+def test_photodna_lookup_exact_and_euclidean(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    listed = rng.integers(0, 256, 144, dtype=np.uint8)
+    path = tmp_path / "pdna.csv"
+    path.write_text(f"id,photodna\nP1,{listed.tobytes().hex()}\n")
+    near = listed.astype(np.int32)
+    # Move two components by 3 and 4 (away from the ends of 0..255): L2 distance 5.
+    near[:2] += np.array([3, 4]) * np.where(listed[:2] < 128, 1, -1)
+    near_hex = near.astype(np.uint8).tobytes().hex()
+    for threshold, expect_near in ((0, False), (5, True)):
+        base = make_config()
+        config = replace(base, lists=(ListSpec("pdna", str(path)),),
+                         matching=replace(base.matching, photodna_threshold=threshold))
+        srv = ServerThread(config)
+        srv.wait_ready()
+        try:
+            with grpc.insecure_channel(srv.address) as channel:
+                stub = pb_grpc.ApplianceStub(channel)
+                exact, close = stub.Lookup(pb.LookupRequest(hashes=[
+                    pb.Hash(signal="photodna", value=listed.tobytes().hex()),
+                    pb.Hash(signal="photodna", value=near_hex),
+                ])).results
+            assert [(m.entry_id, m.distance) for m in exact.matches] == [("P1", 0)]
+            assert [(m.entry_id, m.distance) for m in close.matches] == (
+                [("P1", 5)] if expect_near else []
+            )
+        finally:
+            srv.stop()

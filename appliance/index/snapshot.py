@@ -4,26 +4,28 @@ A snapshot never changes after it is built. A reload builds a new one aside
 and swaps one reference, so a batch in flight finishes on the snapshot it
 started with and never sees a half-loaded list.
 
-Per signal there is one index over the values of all lists together (one
-search per batch, not one per list); each index position maps back to its
-list and entry. How a signal matches comes from the signal registry
-(``Signal.match``): ``_BUILDERS`` holds one index builder per match kind, and
-the per-signal settings (Hamming radius, quality gate) come from the small
-registries ``RADIUS`` and ``QUALITY_MIN``.
+Each list has its own index per signal (``ListIndex``), built once per list
+version: a reload that changes one list rebuilds that list's indexes only, and
+the others are shared with the previous snapshot. Queries go out in batches,
+one search per list and signal. How a signal matches comes from the signal
+registry (``Signal.match``): ``BUILDERS`` holds one index builder per match
+kind, and the per-signal settings (Hamming radius, quality gate) come from the
+small registries ``RADIUS`` and ``QUALITY_MIN``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from appliance.config import MatchingConfig
 from appliance.index.exact import ExactIndex
-from appliance.index.hamming import Found, HammingIndex
+from appliance.index.hamming import Found
+from appliance.index.mih import MultiIndexHamming
 from appliance.lists.model import HashList
 from appliance.signals import SIGNALS, MatchKind
 from appliance.signals import get as get_signal
@@ -42,6 +44,10 @@ class Hit:
     query: str  # the looked-up value, as lowercase hex
     # Which transform of the file matched ("" = as stored; a dihedral variant; "exif").
     variant: str = ""
+    # "block" or "allow": the kind of the list hit.
+    kind: str = "block"
+    # A block hit on a file that an allow list also matched: reported, not a match.
+    suppressed: bool = False
 
 
 # Hamming radius of each 'hamming' signal: a match is distance <= radius.
@@ -51,6 +57,7 @@ RADIUS: dict[str, Callable[[MatchingConfig], int]] = {
     "dhash": lambda m: m.dhash_threshold,
     "ahash": lambda m: m.ahash_threshold,
     "whash": lambda m: m.whash_threshold,
+    "photodna": lambda m: m.photodna_threshold,
 }
 # Signals whose queries carry a quality: below the minimum a hash is too
 # unreliable to match (flat or tiny images), so it gets no hits at all.
@@ -60,77 +67,179 @@ QUALITY_MIN: dict[str, Callable[[MatchingConfig], int]] = {
 
 
 class _Matcher(Protocol):
-    def find(self, queries: NDArray[np.uint8]) -> list[Found]:
+    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
         """(Q, W) uint8 -> per query (positions (k,) int64, distances (k,) int32)."""
         ...
 
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """The index as plain arrays, for a compiled snapshot (no copy)."""
+        ...
+
+
+_NONE_U8 = np.empty((0, 0), np.uint8)
+_NONE_I64 = np.empty(0, np.int64)
+
 
 class _ExactMatcher:
-    def __init__(self, values: NDArray[np.uint8], signal: str, matching: MatchingConfig) -> None:
-        self._index = ExactIndex(values, np.arange(len(values), dtype=np.int64))
+    def __init__(
+        self, values: NDArray[np.uint8], rows: NDArray[np.int64], index: ExactIndex | None = None
+    ) -> None:
+        self._index = index or ExactIndex(values, rows)
 
-    def find(self, queries: NDArray[np.uint8]) -> list[Found]:
+    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
         return [(rows, np.zeros(len(rows), dtype=np.int32)) for rows in self._index.lookup(queries)]
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        return self._index.to_arrays()
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _ExactMatcher:
+        return cls(_NONE_U8, _NONE_I64, ExactIndex.from_arrays(arrays))
 
 
 class _HammingMatcher:
-    def __init__(self, values: NDArray[np.uint8], signal: str, matching: MatchingConfig) -> None:
-        radius = RADIUS.get(signal)
-        if radius is None:
-            raise ValueError(f"hamming signal {signal!r} has no entry in snapshot.RADIUS")
-        self._radius = radius(matching)
-        self._index = HammingIndex(values, np.arange(len(values), dtype=np.int64))
+    """Multi-index hashing: exact for every radius (it scans where probing would not pay)."""
 
-    def find(self, queries: NDArray[np.uint8]) -> list[Found]:
-        return self._index.search(queries, self._radius)
+    def __init__(
+        self,
+        values: NDArray[np.uint8],
+        rows: NDArray[np.int64],
+        index: MultiIndexHamming | None = None,
+    ) -> None:
+        self._index = index or MultiIndexHamming(values, rows)
+
+    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        return self._index.search(queries, radius)
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        return self._index.to_arrays()
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _HammingMatcher:
+        return cls(_NONE_U8, _NONE_I64, MultiIndexHamming.from_arrays(arrays))
 
 
-# One index builder per match kind of the signal registry.
-_BUILDERS: dict[MatchKind, Callable[[NDArray[np.uint8], str, MatchingConfig], _Matcher]] = {
+class _EuclideanMatcher:
+    """Brute force over (M, W) uint8 vectors (PhotoDNA): squared L2 in int64,
+    in chunks that bound the (Q, chunk, W) temporary."""
+
+    _CHUNK_ELEMENTS = 1 << 24
+
+    def __init__(self, values: NDArray[np.uint8], rows: NDArray[np.int64]) -> None:
+        self._raw, self._rows = values, rows
+        self._values = values.astype(np.int32)
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        return {"values": self._raw, "rows": self._rows}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _EuclideanMatcher:
+        return cls(np.asarray(arrays["values"]), np.asarray(arrays["rows"]))
+
+    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        q = queries.astype(np.int32)
+        limit = radius * radius
+        out: list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]] = [[] for _ in q]
+        step = max(1, self._CHUNK_ELEMENTS // max(1, q.shape[0] * q.shape[1]))
+        for start in range(0, len(self._values), step):
+            block = self._values[start:start + step]
+            d2 = ((q[:, None, :] - block[None, :, :]) ** 2).sum(axis=2, dtype=np.int64)
+            for i, row in enumerate(d2):
+                hit = np.flatnonzero(row <= limit)
+                out[i].append((hit + start, row[hit]))
+        found: list[Found] = []
+        for parts in out:
+            pos = np.concatenate([p for p, _ in parts]) if parts else np.empty(0, np.int64)
+            d2s = np.concatenate([d for _, d in parts]) if parts else np.empty(0, np.int64)
+            dist = np.rint(np.sqrt(d2s)).astype(np.int32)
+            rows = self._rows[pos].astype(np.int64)
+            order = np.lexsort((rows, dist))
+            found.append((rows[order], dist[order]))
+        return found
+
+
+# One index builder per match kind of the signal registry, and the way back from
+# a compiled snapshot's arrays.
+# Matchers are built with the entry row of each value, so a hit needs no lookup
+# in the list's columns (which a compiled snapshot does not even map).
+BUILDERS: dict[MatchKind, Callable[[NDArray[np.uint8], NDArray[np.int64]], _Matcher]] = {
     "exact": _ExactMatcher,
     "hamming": _HammingMatcher,
+    "euclidean": _EuclideanMatcher,
+}
+FROM_ARRAYS: dict[MatchKind, Callable[[Mapping[str, NDArray[Any]]], _Matcher]] = {
+    "exact": _ExactMatcher.from_arrays,
+    "hamming": _HammingMatcher.from_arrays,
+    "euclidean": _EuclideanMatcher.from_arrays,
 }
 
+ListKind = Literal["block", "allow"]
 
-@dataclass(frozen=True)
-class _SignalIndex:
-    """One signal's values over all lists; position p came from entry
-    ``entry_rows[p]`` of list ``list_ids[p]`` (both (N,) arrays)."""
 
-    matcher: _Matcher
-    list_ids: NDArray[np.int64]
-    entry_rows: NDArray[np.int64]
+class ListIndex:
+    """One list with an index per signal. Built once per list version and
+    shared by every snapshot that includes that version, so a reload rebuilds
+    only the lists that changed. ``kind``: "block" lists report matches;
+    "allow" lists (e.g. NSRL) suppress block matches of the same file."""
+
+    def __init__(
+        self,
+        hash_list: HashList,
+        kind: ListKind = "block",
+        signals: Collection[str] | None = None,
+        matchers: Mapping[str, _Matcher] | None = None,
+        counts: Mapping[str, int] | None = None,
+    ) -> None:
+        """Index ``hash_list`` (only ``signals``, when given), or adopt ``matchers``
+        already built and their value ``counts`` (a compiled snapshot's)."""
+        self.hash_list = hash_list
+        self.kind: ListKind = kind
+        if matchers is not None:
+            self.matchers = dict(matchers)
+            self._counts = dict(counts or {})
+            return
+        wanted = set(SIGNALS) if not signals else {get_signal(n).name for n in signals}
+        self.matchers = {
+            signal: BUILDERS[SIGNALS[signal].match](column.values, column.rows)
+            for signal, column in hash_list.columns.items()
+            if signal in wanted and len(column)
+        }
+        self._counts = {signal: hash_list.count(signal) for signal in self.matchers}
+
+    @property
+    def name(self) -> str:
+        return self.hash_list.name
+
+    def count(self, signal: str) -> int:
+        """Values of ``signal`` indexed (0 when the signal is not indexed)."""
+        return self._counts.get(signal, 0)
 
 
 class Snapshot:
     """Immutable: all loaded lists with their indexes. A reload builds a new Snapshot and
-    swaps a reference."""
+    swaps a reference; requests in flight finish on the one they started with."""
 
-    def __init__(self, lists: Sequence[HashList], matching: MatchingConfig) -> None:
-        names = [hl.name for hl in lists]
+    def __init__(
+        self, lists: Sequence[HashList | ListIndex], matching: MatchingConfig
+    ) -> None:
+        indexes = [x if isinstance(x, ListIndex) else ListIndex(x) for x in lists]
+        names = [x.name for x in indexes]
         if len(set(names)) != len(names):
             raise ValueError(f"list names must be unique, got {names}")
-        self.lists: tuple[HashList, ...] = tuple(lists)
+        self.indexes: tuple[ListIndex, ...] = tuple(indexes)
+        self.lists: tuple[HashList, ...] = tuple(x.hash_list for x in indexes)
         self.matching = matching
-        self._indexes: dict[str, _SignalIndex] = {}
-        for signal in SIGNALS:
-            parts = [(i, hl.columns[signal]) for i, hl in enumerate(self.lists) if hl.count(signal)]
-            if not parts:
-                continue
-            values = np.concatenate([col.values for _, col in parts])
-            self._indexes[signal] = _SignalIndex(
-                matcher=_BUILDERS[SIGNALS[signal].match](values, signal, matching),
-                list_ids=np.concatenate([np.full(len(col), i, dtype=np.int64) for i, col in parts]),
-                entry_rows=np.concatenate([col.rows for _, col in parts]),
-            )
 
     def signals(self) -> frozenset[str]:
         """The signals that at least one loaded list has values for."""
-        return frozenset(self._indexes)
+        return frozenset(s for x in self.indexes for s in x.matchers)
 
     def entry_counts(self) -> dict[tuple[str, str], int]:
-        """(list name, signal) -> number of that signal's values in that list."""
-        return {(hl.name, s): hl.count(s) for hl in self.lists for s in hl.columns}
+        """(list name, signal) -> number of that signal's values in that list (as indexed)."""
+        return {(x.name, s): x.count(s) for x in self.indexes for s in x.matchers}
+
+    def kind(self, list_name: str) -> ListKind:
+        return next(x.kind for x in self.indexes if x.name == list_name)
 
     def match(
         self,
@@ -156,9 +265,6 @@ class Snapshot:
                     f"{spec.name} values must be {spec.nbytes} bytes, got {len(value)}"
                 )
         results: list[list[Hit]] = [[] for _ in values]
-        index = self._indexes.get(spec.name)
-        if index is None or not values:
-            return results
         wanted = list(range(len(values)))
         gate = QUALITY_MIN.get(spec.name)
         if gate is not None and qualities is not None:
@@ -168,25 +274,26 @@ class Snapshot:
                 return quality is None or quality >= minimum
 
             wanted = [i for i in wanted if passes(qualities[i])]
-        if not wanted:
+        indexes = [x for x in self.indexes if spec.name in x.matchers]
+        if not wanted or not indexes:
             return results
+        radius = _radius(spec.name, self.matching)
         queries = np.frombuffer(b"".join(values[i] for i in wanted), dtype=np.uint8)
-        found = index.matcher.find(queries.reshape(len(wanted), spec.nbytes))
-        for i, (positions, distances) in zip(wanted, found, strict=True):
-            query = spec.format(values[i])
-            hits = [
-                self._hit(spec.name, index, int(p), int(d), query)
-                for p, d in zip(positions.tolist(), distances.tolist(), strict=True)
-            ]
+        queries = queries.reshape(len(wanted), spec.nbytes)
+        for index in indexes:
+            found = index.matchers[spec.name].find(queries, radius)
+            for i, (positions, distances) in zip(wanted, found, strict=True):
+                query = spec.format(values[i])
+                results[i].extend(
+                    self._hit(spec.name, index, int(p), int(d), query)
+                    for p, d in zip(positions.tolist(), distances.tolist(), strict=True)
+                )
+        for hits in results:
             hits.sort(key=lambda h: (h.distance, h.list, h.entry_id))
-            results[i] = hits
         return results
 
-    def _hit(
-        self, signal: str, index: _SignalIndex, position: int, distance: int, query: str
-    ) -> Hit:
-        hl = self.lists[int(index.list_ids[position])]
-        row = int(index.entry_rows[position])
+    def _hit(self, signal: str, index: ListIndex, row: int, distance: int, query: str) -> Hit:
+        hl = index.hash_list
         return Hit(
             signal=signal,
             list=hl.name,
@@ -195,4 +302,15 @@ class Snapshot:
             category=hl.categories[row],
             distance=distance,
             query=query,
+            kind=index.kind,
         )
+
+
+def _radius(signal: str, matching: MatchingConfig) -> int:
+    """The match radius of a signal: 0 for exact ones, its threshold for Hamming ones."""
+    if SIGNALS[signal].match == "exact":
+        return 0
+    radius = RADIUS.get(signal)
+    if radius is None:
+        raise ValueError(f"hamming signal {signal!r} has no entry in snapshot.RADIUS")
+    return radius(matching)

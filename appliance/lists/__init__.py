@@ -1,44 +1,115 @@
 """Hash lists: reading list files into immutable in-memory ``HashList`` objects.
 
-One module per file format, each a ``parse(data, name, source) -> HashList``
-registered in ``FORMATS``; ``load_list`` reads a file and hands its bytes to
-the parser of its format. A list that has any bad row is refused whole
-(ListError), so a reload keeps serving the previous snapshot.
+One module per file format under ``formats``, each a streaming parser
+``(stream, builder, options)`` registered in ``FORMATS``; ``load_list`` opens
+a file, finds its format (named, or detected from its first bytes and name)
+and streams it through the parser into a ``ListBuilder``. A list that has
+any bad row is refused whole (ListError), so a reload keeps serving the
+previous snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import io
 
 from appliance.errors import ListError
 from appliance.lists.csv_format import parse_csv
+from appliance.lists.detect import HEAD_BYTES, detect
+from appliance.lists.digest import DigestReader
+from appliance.lists.formats import (
+    ListFormat,
+    delimited,
+    ncmec,
+    nsrl,
+    nsrl_sqlite,
+    stopncii,
+    text,
+    threatexchange,
+    vics,
+)
 from appliance.lists.model import HashList, SignalColumn
+from appliance.lists.records import (
+    FormatError,
+    FormatOptions,
+    ListBuilder,
+    Parser,
+    Record,
+    run_parser,
+)
 
-# (file bytes, list name, source for messages) -> HashList
-Parser = Callable[[bytes, str, str], HashList]
+# The registry: one line per format. Detection considers these in this order
+# (order only matters for messages; ties are refused).
+_REGISTERED: tuple[ListFormat, ...] = (
+    delimited.FORMAT,  # "csv"
+    text.FORMAT,  # "text"
+    vics.FORMAT,  # "vics"
+    ncmec.FORMAT,  # "ncmec"
+    stopncii.FORMAT,  # "stopncii"
+    threatexchange.FORMAT,  # "threatexchange"
+    nsrl.FORMAT,  # "nsrl"
+    nsrl_sqlite.FORMAT,  # "nsrl-sqlite"
+)
+FORMATS: dict[str, Parser] = {f.name: f.parse for f in _REGISTERED}
 
-FORMATS: dict[str, Parser] = {
-    "csv": parse_csv,
-}
+AUTO = "auto"
+DEFAULT_OPTIONS = FormatOptions()
+_CHUNK = 1 << 16
 
 
-def load_list(path: str, name: str, fmt: str = "csv") -> HashList:
-    """Read the list file at ``path`` as format ``fmt`` and name it ``name``.
+def detect_format(head: bytes, path: str) -> str:
+    """The format of the file at ``path`` whose first bytes (a few KiB) are
+    ``head``; ListError when it cannot tell."""
+    return detect(head, path, _REGISTERED)
 
+
+def load_list(
+    path: str, name: str, fmt: str = AUTO, options: FormatOptions = DEFAULT_OPTIONS
+) -> HashList:
+    """Read the list file at ``path`` as format ``fmt`` ("auto": detect it) and
+    name it ``name``.
+
+    The file is streamed once: the parser reads it incrementally and its
+    SHA-256 (the list's version, first 16 hex digits) is computed on the way.
     Raises ListError when the file cannot be read, the format is unknown or
-    the content is not a valid list.
+    cannot be told, or the content is not a valid list.
     """
-    parser = FORMATS.get(fmt)
-    if parser is None:
+    if fmt != AUTO and fmt not in FORMATS:
         raise ListError(
-            f"list {name!r} ({path}): unknown format {fmt!r}; known: {', '.join(FORMATS)}"
+            f"list {name!r} ({path}): unknown format {fmt!r}; known: {AUTO}, {', '.join(FORMATS)}"
         )
+    builder = ListBuilder(name, path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            if fmt == AUTO:
+                head = file.read(HEAD_BYTES)
+                file.seek(0)
+                try:
+                    fmt = detect_format(head, path)
+                except ListError as exc:
+                    raise ListError(f"list {name!r}: {exc}") from exc
+            digest = DigestReader(file)
+            stream = io.BufferedReader(digest, _CHUNK)
+            run_parser(FORMATS[fmt], stream, builder, options)
+            # Whatever the parser left unread (trailing blanks) is part of the
+            # file, so part of the version.
+            while stream.read(_CHUNK):
+                pass
     except OSError as exc:
         raise ListError(f"list {name!r}: cannot read {path}: {exc.strerror or exc}") from exc
-    return parser(data, name, path)
+    return builder.build(digest.hexdigest()[:16])
 
 
-__all__ = ["FORMATS", "HashList", "Parser", "SignalColumn", "load_list", "parse_csv"]
+__all__ = [
+    "AUTO",
+    "FORMATS",
+    "FormatError",
+    "FormatOptions",
+    "HashList",
+    "ListBuilder",
+    "Parser",
+    "Record",
+    "SignalColumn",
+    "detect_format",
+    "load_list",
+    "parse_csv",
+]

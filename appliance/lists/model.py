@@ -7,7 +7,7 @@ no SHA-1, so each column keeps the entry row of each of its values.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,11 +57,14 @@ class HashList:
 
     name: str
     version: str
-    entry_ids: tuple[str, ...]
-    categories: tuple[str, ...]
+    # Tuples when parsed; lazy sequences over a mapped file in compiled snapshots.
+    entry_ids: Sequence[str]
+    categories: Sequence[str]
     columns: Mapping[str, SignalColumn]
 
     def __post_init__(self) -> None:
+        if not self.columns:
+            return  # a compiled snapshot's list: its values live in its indexes
         if len(self.entry_ids) != len(self.categories):
             raise ValueError("entry_ids and categories must have one item per entry")
         for signal, column in self.columns.items():

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ppliance/v1/appliance.proto\x12\x0c\x61ppliance.v1\";\n\x0b\x46ileRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07signals\x18\x03 \x03(\t\"8\n\x0c\x42\x61tchRequest\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.appliance.v1.FileRequest\"2\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07signals\x18\x02 \x03(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0c\x46ileResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.appliance.v1.FileResult\":\n\rBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.appliance.v1.FileResult\"\xda\x01\n\nFileResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x03 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12\x0f\n\x07matched\x18\x04 \x01(\x08\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.appliance.v1.ItemError\x12,\n\x07skipped\x18\x06 \x03(\x0b\x32\x1b.appliance.v1.SkippedSignal\x12\x0c\n\x04size\x18\x07 \x01(\x03\"X\n\x04Hash\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x14\n\x07quality\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07variant\x18\x04 \x01(\tB\n\n\x08_quality\"\x94\x01\n\x08MatchHit\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x0c\n\x04list\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x10\n\x08\x64istance\x18\x06 \x01(\x05\x12\r\n\x05query\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"H\n\rSkippedSignal\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0b\x32\x17.appliance.v1.ItemError\"3\n\rLookupRequest\x12\"\n\x06hashes\x18\x01 \x03(\x0b\x32\x12.appliance.v1.Hash\"=\n\x0eLookupResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.appliance.v1.LookupResult\"\x82\x01\n\x0cLookupResult\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x02 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.appliance.v1.ItemError\"\x0f\n\rStatusRequest\"\xa3\x01\n\nListStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x36\n\x07\x65ntries\x18\x04 \x03(\x0b\x32%.appliance.v1.ListStatus.EntriesEntry\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\'\n\x05lists\x18\x04 \x03(\x0b\x32\x18.appliance.v1.ListStatus\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0f\n\x07signals\x18\x06 \x03(\t\x12\x15\n\rpdq_threshold\x18\x07 \x01(\x05\x12\x17\n\x0fpdq_quality_min\x18\x08 \x01(\x05\x32\xa0\x03\n\tAppliance\x12=\n\x04Hash\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12>\n\x05Match\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12\x45\n\nMatchBatch\x12\x1a.appliance.v1.BatchRequest\x1a\x1b.appliance.v1.BatchResponse\x12@\n\x0bMatchStream\x12\x13.appliance.v1.Chunk\x1a\x1a.appliance.v1.FileResponse(\x01\x12\x43\n\x06Lookup\x12\x1b.appliance.v1.LookupRequest\x1a\x1c.appliance.v1.LookupResponse\x12\x46\n\tGetStatus\x12\x1b.appliance.v1.StatusRequest\x1a\x1c.appliance.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ppliance/v1/appliance.proto\x12\x0c\x61ppliance.v1\";\n\x0b\x46ileRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07signals\x18\x03 \x03(\t\"8\n\x0c\x42\x61tchRequest\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.appliance.v1.FileRequest\"2\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07signals\x18\x02 \x03(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0c\x46ileResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.appliance.v1.FileResult\":\n\rBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.appliance.v1.FileResult\"\xda\x01\n\nFileResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x03 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12\x0f\n\x07matched\x18\x04 \x01(\x08\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.appliance.v1.ItemError\x12,\n\x07skipped\x18\x06 \x03(\x0b\x32\x1b.appliance.v1.SkippedSignal\x12\x0c\n\x04size\x18\x07 \x01(\x03\"X\n\x04Hash\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x14\n\x07quality\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07variant\x18\x04 \x01(\tB\n\n\x08_quality\"\xb6\x01\n\x08MatchHit\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x0c\n\x04list\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x10\n\x08\x64istance\x18\x06 \x01(\x05\x12\r\n\x05query\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x12\n\nsuppressed\x18\n \x01(\x08\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"H\n\rSkippedSignal\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0b\x32\x17.appliance.v1.ItemError\"3\n\rLookupRequest\x12\"\n\x06hashes\x18\x01 \x03(\x0b\x32\x12.appliance.v1.Hash\"=\n\x0eLookupResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.appliance.v1.LookupResult\"\x82\x01\n\x0cLookupResult\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x02 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.appliance.v1.ItemError\"\x0f\n\rStatusRequest\"\xb1\x01\n\nListStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x36\n\x07\x65ntries\x18\x04 \x03(\x0b\x32%.appliance.v1.ListStatus.EntriesEntry\x12\x0c\n\x04kind\x18\x05 \x01(\t\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\'\n\x05lists\x18\x04 \x03(\x0b\x32\x18.appliance.v1.ListStatus\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0f\n\x07signals\x18\x06 \x03(\t\x12\x15\n\rpdq_threshold\x18\x07 \x01(\x05\x12\x17\n\x0fpdq_quality_min\x18\x08 \x01(\x05\"\x0f\n\rReloadRequest\"V\n\x0eReloadResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x05lists\x18\x03 \x03(\x0b\x32\x18.appliance.v1.ListStatus2\xea\x03\n\tAppliance\x12=\n\x04Hash\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12>\n\x05Match\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12\x45\n\nMatchBatch\x12\x1a.appliance.v1.BatchRequest\x1a\x1b.appliance.v1.BatchResponse\x12@\n\x0bMatchStream\x12\x13.appliance.v1.Chunk\x1a\x1a.appliance.v1.FileResponse(\x01\x12\x43\n\x06Lookup\x12\x1b.appliance.v1.LookupRequest\x1a\x1c.appliance.v1.LookupResponse\x12\x46\n\tGetStatus\x12\x1b.appliance.v1.StatusRequest\x1a\x1c.appliance.v1.StatusResponse\x12H\n\x0bReloadLists\x12\x1b.appliance.v1.ReloadRequest\x1a\x1c.appliance.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,25 +48,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HASH']._serialized_start=556
   _globals['_HASH']._serialized_end=644
   _globals['_MATCHHIT']._serialized_start=647
-  _globals['_MATCHHIT']._serialized_end=795
-  _globals['_ITEMERROR']._serialized_start=797
-  _globals['_ITEMERROR']._serialized_end=839
-  _globals['_SKIPPEDSIGNAL']._serialized_start=841
-  _globals['_SKIPPEDSIGNAL']._serialized_end=913
-  _globals['_LOOKUPREQUEST']._serialized_start=915
-  _globals['_LOOKUPREQUEST']._serialized_end=966
-  _globals['_LOOKUPRESPONSE']._serialized_start=968
-  _globals['_LOOKUPRESPONSE']._serialized_end=1029
-  _globals['_LOOKUPRESULT']._serialized_start=1032
-  _globals['_LOOKUPRESULT']._serialized_end=1162
-  _globals['_STATUSREQUEST']._serialized_start=1164
-  _globals['_STATUSREQUEST']._serialized_end=1179
-  _globals['_LISTSTATUS']._serialized_start=1182
-  _globals['_LISTSTATUS']._serialized_end=1345
-  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_start=1299
-  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_end=1345
-  _globals['_STATUSRESPONSE']._serialized_start=1348
-  _globals['_STATUSRESPONSE']._serialized_end=1535
-  _globals['_APPLIANCE']._serialized_start=1538
-  _globals['_APPLIANCE']._serialized_end=1954
+  _globals['_MATCHHIT']._serialized_end=829
+  _globals['_ITEMERROR']._serialized_start=831
+  _globals['_ITEMERROR']._serialized_end=873
+  _globals['_SKIPPEDSIGNAL']._serialized_start=875
+  _globals['_SKIPPEDSIGNAL']._serialized_end=947
+  _globals['_LOOKUPREQUEST']._serialized_start=949
+  _globals['_LOOKUPREQUEST']._serialized_end=1000
+  _globals['_LOOKUPRESPONSE']._serialized_start=1002
+  _globals['_LOOKUPRESPONSE']._serialized_end=1063
+  _globals['_LOOKUPRESULT']._serialized_start=1066
+  _globals['_LOOKUPRESULT']._serialized_end=1196
+  _globals['_STATUSREQUEST']._serialized_start=1198
+  _globals['_STATUSREQUEST']._serialized_end=1213
+  _globals['_LISTSTATUS']._serialized_start=1216
+  _globals['_LISTSTATUS']._serialized_end=1393
+  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_start=1347
+  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_end=1393
+  _globals['_STATUSRESPONSE']._serialized_start=1396
+  _globals['_STATUSRESPONSE']._serialized_end=1583
+  _globals['_RELOADREQUEST']._serialized_start=1585
+  _globals['_RELOADREQUEST']._serialized_end=1600
+  _globals['_RELOADRESPONSE']._serialized_start=1602
+  _globals['_RELOADRESPONSE']._serialized_end=1688
+  _globals['_APPLIANCE']._serialized_start=1691
+  _globals['_APPLIANCE']._serialized_end=2181
 # @@protoc_insertion_point(module_scope)

@@ -152,6 +152,7 @@ class FileResult(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     matched: _builtins.bool
+    """True when a block list matched and no allow list suppressed it."""
     size: _builtins.int
     """Bytes of the file as received."""
     @_builtins.property
@@ -240,6 +241,8 @@ class MatchHit(_message.Message):
     DISTANCE_FIELD_NUMBER: _builtins.int
     QUERY_FIELD_NUMBER: _builtins.int
     VARIANT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
     signal: _builtins.str
     list: _builtins.str
     list_version: _builtins.str
@@ -251,6 +254,12 @@ class MatchHit(_message.Message):
     """The hash value that matched (lowercase hex)."""
     variant: _builtins.str
     """Which transform of the file matched ("" = as stored); see Hash.variant."""
+    kind: _builtins.str
+    """"block" (a list of material to find) or "allow" (known-benign files, e.g. NSRL)."""
+    suppressed: _builtins.bool
+    """A block hit on a file that an allow list also matched: reported, but the
+    file does not count as matched.
+    """
     def __init__(
         self,
         *,
@@ -262,10 +271,12 @@ class MatchHit(_message.Message):
         distance: _builtins.int = ...,
         query: _builtins.str = ...,
         variant: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        suppressed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "distance", b"distance", "entry_id", b"entry_id", "list", b"list", "list_version", b"list_version", "query", b"query", "signal", b"signal", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "distance", b"distance", "entry_id", b"entry_id", "kind", b"kind", "list", b"list", "list_version", b"list_version", "query", b"query", "signal", b"signal", "suppressed", b"suppressed", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -435,9 +446,12 @@ class ListStatus(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     source: _builtins.str
+    kind: _builtins.str
+    """"block" or "allow"."""
     @_builtins.property
     def entries(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Entries per signal."""
@@ -449,10 +463,11 @@ class ListStatus(_message.Message):
         version: _builtins.str = ...,
         source: _builtins.str = ...,
         entries: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "name", b"name", "source", b"source", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "kind", b"kind", "name", b"name", "source", b"source", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -499,3 +514,46 @@ class StatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatusResponse: _TypeAlias = StatusResponse  # noqa: Y015
+
+@_typing.final
+class ReloadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadRequest: _TypeAlias = ReloadRequest  # noqa: Y015
+
+@_typing.final
+class ReloadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OK_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    LISTS_FIELD_NUMBER: _builtins.int
+    ok: _builtins.bool
+    message: _builtins.str
+    @_builtins.property
+    def lists(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListStatus]:
+        """The lists serving after the call (the old ones when the reload failed)."""
+
+    def __init__(
+        self,
+        *,
+        ok: _builtins.bool = ...,
+        message: _builtins.str = ...,
+        lists: _abc.Iterable[Global___ListStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lists", b"lists", "message", b"message", "ok", b"ok"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadResponse: _TypeAlias = ReloadResponse  # noqa: Y015

@@ -64,6 +64,11 @@ class ApplianceStub:
                 request_serializer=appliance_dot_v1_dot_appliance__pb2.StatusRequest.SerializeToString,
                 response_deserializer=appliance_dot_v1_dot_appliance__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.ReloadLists = channel.unary_unary(
+                '/appliance.v1.Appliance/ReloadLists',
+                request_serializer=appliance_dot_v1_dot_appliance__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=appliance_dot_v1_dot_appliance__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class ApplianceServicer:
@@ -111,6 +116,14 @@ class ApplianceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadLists(self, request, context):
+        """Admin: re-read the list files and swap in the new snapshot. A failed
+        reload changes nothing (ok = false, message says why).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApplianceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +156,11 @@ def add_ApplianceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=appliance_dot_v1_dot_appliance__pb2.StatusRequest.FromString,
                     response_serializer=appliance_dot_v1_dot_appliance__pb2.StatusResponse.SerializeToString,
+            ),
+            'ReloadLists': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadLists,
+                    request_deserializer=appliance_dot_v1_dot_appliance__pb2.ReloadRequest.FromString,
+                    response_serializer=appliance_dot_v1_dot_appliance__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +325,33 @@ class Appliance:
             '/appliance.v1.Appliance/GetStatus',
             appliance_dot_v1_dot_appliance__pb2.StatusRequest.SerializeToString,
             appliance_dot_v1_dot_appliance__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadLists(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/appliance.v1.Appliance/ReloadLists',
+            appliance_dot_v1_dot_appliance__pb2.ReloadRequest.SerializeToString,
+            appliance_dot_v1_dot_appliance__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

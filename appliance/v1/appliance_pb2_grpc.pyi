@@ -47,6 +47,10 @@ class ApplianceStub:
     """Matches of precomputed hashes (e.g. PDQ computed at the edge, PhotoDNA)."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_appliance_pb2.StatusRequest, _appliance_pb2.StatusResponse]
     """Backend, loaded lists and their versions."""
+    ReloadLists: _grpc.UnaryUnaryMultiCallable[_appliance_pb2.ReloadRequest, _appliance_pb2.ReloadResponse]
+    """Admin: re-read the list files and swap in the new snapshot. A failed
+    reload changes nothing (ok = false, message says why).
+    """
 
 @_typing.type_check_only
 class ApplianceAsyncStub(ApplianceStub):
@@ -63,6 +67,10 @@ class ApplianceAsyncStub(ApplianceStub):
     """Matches of precomputed hashes (e.g. PDQ computed at the edge, PhotoDNA)."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_appliance_pb2.StatusRequest, _appliance_pb2.StatusResponse]  # type: ignore[assignment]
     """Backend, loaded lists and their versions."""
+    ReloadLists: _aio.UnaryUnaryMultiCallable[_appliance_pb2.ReloadRequest, _appliance_pb2.ReloadResponse]  # type: ignore[assignment]
+    """Admin: re-read the list files and swap in the new snapshot. A failed
+    reload changes nothing (ok = false, message says why).
+    """
 
 class ApplianceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -112,5 +120,15 @@ class ApplianceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_appliance_pb2.StatusResponse, _abc.Awaitable[_appliance_pb2.StatusResponse]]:
         """Backend, loaded lists and their versions."""
+
+    @_abc_1.abstractmethod
+    def ReloadLists(
+        self,
+        request: _appliance_pb2.ReloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_appliance_pb2.ReloadResponse, _abc.Awaitable[_appliance_pb2.ReloadResponse]]:
+        """Admin: re-read the list files and swap in the new snapshot. A failed
+        reload changes nothing (ok = false, message says why).
+        """
 
 def add_ApplianceServicer_to_server(servicer: ApplianceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -108,3 +108,114 @@ def test_shape_errors():
         index.lookup(np.zeros((1, 16), dtype=np.int64))
     with pytest.raises(ValueError):
         ExactIndex(np.zeros((2, 16), dtype=np.uint8), np.arange(3, dtype=np.int64))
+
+
+@pytest.mark.parametrize("width", [1, 8, 9, 16, 20])
+@pytest.mark.parametrize("m", [1, 2, 3, 17, 40, 300, 5000])
+def test_sizes_and_widths_against_brute_force(width, m):
+    # Sizes from no directory bits (m < 32) up to several; widths that pad.
+    rng = np.random.default_rng(m * 1000 + width)
+    keys = rng.integers(0, 256, size=(m, width), dtype=np.uint8)
+    keys[m // 2 :: 3] = keys[0]  # duplicates
+    rows = rng.permutation(m).astype(np.int64)
+    index = ExactIndex(keys, rows)
+    expected = brute_force(keys, rows)
+    queries = np.concatenate([keys, make_queries(rng, keys)])
+    assert [g.tolist() for g in index.lookup(queries)] == [
+        expected.get(bytes(q), []) for q in queries
+    ]
+
+
+@pytest.mark.parametrize("width", [16, 20, 32])
+def test_skewed_keys_and_long_runs_of_duplicates(width):
+    # Keys sharing their first bytes land in one directory and sorting bucket
+    # (the heapsort path); one key repeated 500 times, its rows shuffled; keys
+    # differing only in the last byte, including 0x00 and 0xff.
+    rng = np.random.default_rng(width)
+    keys = np.zeros((3000, width), dtype=np.uint8)
+    keys[:, 8:] = rng.integers(0, 256, size=(3000, width - 8), dtype=np.uint8)
+    keys[:500] = keys[500]
+    keys[600:856, :-1] = keys[600, :-1]
+    keys[600:856, -1] = np.arange(256)
+    more = rng.integers(0, 256, size=(2000, width), dtype=np.uint8)
+    keys = np.concatenate([keys, more])
+    rows = rng.permutation(len(keys)).astype(np.int64)
+    index = ExactIndex(keys, rows)
+    expected = brute_force(keys, rows)
+    queries = np.concatenate([keys[::3], make_queries(rng, keys)])
+    got = index.lookup(queries)
+    assert [g.tolist() for g in got] == [expected.get(bytes(q), []) for q in queries]
+    assert len(index.lookup(keys[:1])[0]) == 501
+
+
+@pytest.mark.parametrize(
+    ("rows", "dtype"),
+    [
+        (np.arange(4, dtype=np.int64), np.uint32),
+        (np.array([0, 1, 2, (1 << 32) - 1], dtype=np.int64), np.uint32),
+        (np.array([0, 1, 2, 1 << 32], dtype=np.int64), np.int64),
+        (np.array([0, -1, 2, 3], dtype=np.int64), np.int64),
+    ],
+)
+def test_rows_are_kept_small_when_they_fit(rows, dtype):
+    keys = np.random.default_rng(3).integers(0, 256, size=(4, 16), dtype=np.uint8)
+    index = ExactIndex(keys, rows)
+    assert index.to_arrays()["rows"].dtype == dtype
+    found = index.lookup(keys)
+    assert all(f.dtype == np.int64 and not f.flags.writeable for f in found)
+    assert [f.tolist() for f in found] == [[int(r)] for r in rows]
+
+
+def test_memory_per_entry():
+    m = 100_000
+    keys = np.random.default_rng(4).integers(0, 256, size=(m, 16), dtype=np.uint8)
+    index = ExactIndex(keys, np.arange(m, dtype=np.int64))
+    arrays = index.to_arrays()
+    assert arrays["keys"].nbytes + arrays["rows"].nbytes == 20 * m  # MD5: 16 B + 4 B
+    assert arrays["directory"].nbytes <= 8 * 65537
+    assert index.nbytes == sum(a.nbytes for a in arrays.values())
+
+
+def test_find_gives_runs_in_the_stored_rows():
+    rng = np.random.default_rng(6)
+    keys = make_keys(rng, 20, 1000)
+    rows = rng.permutation(1000).astype(np.int64)
+    index = ExactIndex(keys, rows)
+    first, count = index.find(keys[:50])
+    stored = index.to_arrays()["rows"]
+    for f, c, want in zip(first, count, index.lookup(keys[:50]), strict=True):
+        assert stored[f : f + c].tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("rows_offset", [0, 1 << 40])
+def test_round_trip_through_read_only_memory_maps(tmp_path, rows_offset):
+    rng = np.random.default_rng(5)
+    keys = make_keys(rng, 20, 3000)
+    rows = rng.permutation(3000).astype(np.int64) + rows_offset
+    index = ExactIndex(keys, rows)
+    arrays = index.to_arrays()
+    assert all(type(a) is np.ndarray for a in arrays.values())
+    for name, a in arrays.items():
+        np.save(tmp_path / f"{name}.npy", a)
+    mapped = {name: np.load(tmp_path / f"{name}.npy", mmap_mode="r") for name in arrays}
+    loaded = ExactIndex.from_arrays(mapped)
+    assert len(loaded) == len(index) and loaded.width == 20
+    for name in ("keys", "rows", "directory"):
+        assert np.shares_memory(loaded.to_arrays()[name], mapped[name])  # no copy
+    queries = make_queries(rng, keys)
+    want = [r.tolist() for r in index.lookup(queries)]
+    assert [r.tolist() for r in loaded.lookup(queries)] == want
+
+
+def test_from_arrays_checks_shapes_and_dtypes():
+    arrays = ExactIndex(make_keys(np.random.default_rng(7), 16, 500), np.arange(500)).to_arrays()
+    for name, bad in [
+        ("keys", arrays["keys"][:-1]),
+        ("keys", arrays["keys"].astype(np.int64)),
+        ("rows", arrays["rows"].astype(np.float32)),
+        ("directory", arrays["directory"][:-1]),
+        ("directory", arrays["directory"].astype(np.uint32)),
+        ("width", np.array([20])),
+    ]:
+        with pytest.raises(ValueError):
+            ExactIndex.from_arrays({**arrays, name: bad})

@@ -1,0 +1,124 @@
+"""Compiled snapshots: lists and their indexes in one file, opened by mapping it.
+
+``appliance lists compile SPEC... -o FILE`` writes every list's entry ids,
+categories and index arrays (the multi-index tables, the sorted digest keys)
+with ``snapfile``; ``serve --lists FILE`` maps them back. Nothing is parsed or
+rebuilt at start, and only what queries touch becomes resident: entry ids and
+categories are read for hits alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from appliance import __version__
+from appliance.config import MatchingConfig
+from appliance.index import snapfile
+from appliance.index.snapshot import FROM_ARRAYS, ListIndex
+from appliance.lists.model import HashList
+from appliance.signals import SIGNALS
+
+
+class Strings(Sequence[str]):
+    """A read-only sequence of strings stored as one UTF-8 blob and (N + 1) offsets."""
+
+    def __init__(self, blob: NDArray[np.uint8], offsets: NDArray[np.uint64]) -> None:
+        self._blob, self._offsets = blob, offsets
+
+    @classmethod
+    def pack(cls, items: Sequence[str]) -> tuple[NDArray[np.uint8], NDArray[np.uint64]]:
+        encoded = [s.encode() for s in items]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.uint64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
+        return self._blob[lo:hi].tobytes().decode()
+
+    def __iter__(self) -> Iterator[str]:
+        return (self[i] for i in range(len(self)))
+
+
+class Categories(Sequence[str]):
+    """Per-entry category codes into a short table of distinct names."""
+
+    def __init__(self, codes: NDArray[np.uint32], names: Sequence[str]) -> None:
+        self._codes, self._names = codes, list(names)
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._names[int(c)] for c in self._codes[i]]
+        return self._names[int(self._codes[i])]
+
+
+def write_compiled(path: str | Path, indexes: Sequence[ListIndex], sources: dict[str, str]) -> int:
+    """Write the lists and their indexes to ``path``; returns the file's size."""
+    arrays: dict[str, NDArray[Any]] = {}
+    lists = []
+    for i, index in enumerate(indexes):
+        hl = index.hash_list
+        names = sorted(set(hl.categories))
+        code = {name: n for n, name in enumerate(names)}
+        arrays[f"{i}/ids/blob"], arrays[f"{i}/ids/offsets"] = Strings.pack(list(hl.entry_ids))
+        arrays[f"{i}/categories"] = np.array([code[c] for c in hl.categories], dtype=np.uint32)
+        for signal, matcher in index.matchers.items():
+            for key, array in matcher.to_arrays().items():
+                arrays[f"{i}/{signal}/{key}"] = array
+        lists.append({
+            "name": index.name, "version": hl.version, "kind": index.kind,
+            "source": sources.get(index.name, ""), "entries": len(hl.entry_ids),
+            "categories": names, "counts": {s: index.count(s) for s in index.matchers},
+        })
+    meta = {"created": time.time(), "appliance": __version__, "lists": lists}
+    return snapfile.write(path, meta, arrays)
+
+
+def open_compiled(path: str | Path) -> tuple[list[ListIndex], dict[str, Any]]:
+    """The lists of a compiled snapshot, indexes mapped, not rebuilt; and its meta."""
+    opened = snapfile.open_snapshot(path)
+    arrays, meta = opened.arrays, opened.meta
+    indexes = []
+    for i, info in enumerate(meta["lists"]):
+        hash_list = HashList(
+            name=info["name"], version=info["version"],
+            entry_ids=Strings(arrays[f"{i}/ids/blob"], arrays[f"{i}/ids/offsets"]),
+            categories=Categories(arrays[f"{i}/categories"], info["categories"]),
+            columns={},
+        )
+        matchers = {}
+        for signal in info["counts"]:
+            prefix = f"{i}/{signal}/"
+            parts = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
+            matchers[signal] = FROM_ARRAYS[SIGNALS[signal].match](parts)
+        indexes.append(ListIndex(hash_list, info["kind"], matchers=matchers,
+                                 counts=info["counts"]))
+    return indexes, meta
+
+
+def describe(path: str | Path, matching: MatchingConfig | None = None) -> dict[str, Any]:
+    """What ``lists inspect`` prints: lists, versions, kinds, counts (never hashes)."""
+    opened = snapfile.open_snapshot(path)
+    meta = opened.meta
+    return {
+        "file": str(path), "bytes": Path(path).stat().st_size,
+        "appliance": meta.get("appliance"), "created": meta.get("created"),
+        "lists": [
+            {k: info[k] for k in ("name", "version", "kind", "source", "entries", "counts")}
+            for info in meta["lists"]
+        ],
+    }

@@ -1,0 +1,167 @@
+"""The compiled snapshot file: named arrays behind a checksummed header, mapped
+with mmap so that opening costs no parsing and no copying.
+
+Layout (little-endian):
+
+    0   8 B   magic b"BLSNAP01"
+    8   u32   format version (FORMAT_VERSION)
+    12  u32   reserved (0)
+    16  u64   manifest offset
+    24  u64   manifest length
+    32  u64   total file length (a truncated file is refused on this alone)
+    40  32 B  SHA-256 of the manifest
+    72  ...   zero padding up to 4096
+    4096 ...  the arrays, each at a 64-byte aligned offset
+    ...       the manifest: UTF-8 JSON {"meta": {...}, "arrays": {name: {offset,
+              dtype, shape, crc32}}}
+
+Opening checks the magic, the version, the length and the manifest's digest
+and maps every array read-only (milliseconds, whatever the size). ``verify``
+also checks each array's CRC-32, reading the file with plain reads rather
+than through the mapping, so the check does not make the arrays resident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from appliance.errors import ListError
+
+MAGIC = b"BLSNAP01"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sIIQQQ32s")
+_DATA_START = 4096
+_ALIGN = 64
+_READ_CHUNK = 8 << 20
+
+
+@dataclass
+class SnapshotFile:
+    path: str
+    meta: dict[str, Any]
+    arrays: dict[str, NDArray[Any]]
+    _map: mmap.mmap | None
+
+    def close(self) -> None:
+        # The arrays stay valid while referenced: numpy keeps the mmap alive.
+        self.arrays = {}
+        self._map = None
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def write(path: str | Path, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> int:
+    """Write ``arrays`` and ``meta`` (JSON-able) to ``path`` atomically (a
+    temporary file renamed into place); returns the file's size."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    entries: dict[str, dict[str, Any]] = {}
+    with tmp.open("wb") as f:
+        f.write(b"\0" * _DATA_START)
+        offset = _DATA_START
+        for name, array in arrays.items():
+            data = np.ascontiguousarray(array)
+            pad = _aligned(offset) - offset
+            f.write(b"\0" * pad)
+            offset += pad
+            raw = data.view(np.uint8).reshape(-1).data if data.size else memoryview(b"")
+            f.write(raw)
+            entries[name] = {
+                "offset": offset, "dtype": data.dtype.str, "shape": list(data.shape),
+                "nbytes": data.nbytes, "crc32": zlib.crc32(raw),
+            }
+            offset += data.nbytes
+        manifest = json.dumps({"meta": dict(meta), "arrays": entries},
+                              separators=(",", ":")).encode()
+        f.write(manifest)
+        total = offset + len(manifest)
+        f.seek(0)
+        f.write(_HEADER.pack(MAGIC, FORMAT_VERSION, 0, offset, len(manifest), total,
+                             hashlib.sha256(manifest).digest()))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    return total
+
+
+def is_snapshot(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def _manifest(path: str, f: Any) -> tuple[dict[str, Any], int]:
+    head = f.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        raise ListError(f"snapshot {path}: truncated header ({len(head)} bytes)")
+    magic, version, _, m_offset, m_length, total, digest = _HEADER.unpack(head)
+    if magic != MAGIC:
+        raise ListError(f"snapshot {path}: not a compiled snapshot (bad magic)")
+    if version != FORMAT_VERSION:
+        raise ListError(f"snapshot {path}: format version {version}, this build reads "
+                        f"{FORMAT_VERSION}; compile it again")
+    size = os.fstat(f.fileno()).st_size
+    if size != total:
+        raise ListError(f"snapshot {path}: {size} bytes on disk, header says {total} "
+                        "(truncated or appended to)")
+    f.seek(m_offset)
+    manifest = f.read(m_length)
+    if hashlib.sha256(manifest).digest() != digest:
+        raise ListError(f"snapshot {path}: manifest checksum mismatch (corrupt)")
+    parsed: dict[str, Any] = json.loads(manifest)
+    for name, entry in parsed["arrays"].items():
+        if entry["offset"] + entry["nbytes"] > m_offset:
+            raise ListError(f"snapshot {path}: array {name} runs past the data")
+    return parsed, size
+
+
+def open_snapshot(path: str | Path) -> SnapshotFile:
+    """Map ``path`` read-only; ListError when it is truncated, corrupt or not a snapshot."""
+    name = str(path)
+    try:
+        with open(name, "rb") as f:
+            parsed, size = _manifest(name, f)
+            mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise ListError(f"snapshot {name}: cannot open: {exc.strerror or exc}") from exc
+    arrays: dict[str, NDArray[Any]] = {}
+    for key, entry in parsed["arrays"].items():
+        dtype = np.dtype(entry["dtype"])
+        count = int(np.prod(entry["shape"], dtype=np.int64))
+        flat = np.frombuffer(mapping, dtype=dtype, count=count, offset=entry["offset"])
+        arrays[key] = flat.reshape(entry["shape"])
+    return SnapshotFile(name, parsed["meta"], arrays, mapping)
+
+
+def verify(path: str | Path) -> None:
+    """Check every array's CRC-32; ListError naming the first that differs."""
+    name = str(path)
+    with open(name, "rb") as f:
+        parsed, _ = _manifest(name, f)
+        for key, entry in sorted(parsed["arrays"].items(), key=lambda kv: kv[1]["offset"]):
+            f.seek(entry["offset"])
+            crc, left = 0, entry["nbytes"]
+            while left:
+                chunk = f.read(min(left, _READ_CHUNK))
+                if not chunk:
+                    raise ListError(f"snapshot {name}: array {key} is cut short")
+                crc = zlib.crc32(chunk, crc)
+                left -= len(chunk)
+            if crc != entry["crc32"]:
+                raise ListError(f"snapshot {name}: array {key} fails its checksum (corrupt)")
