@@ -51,9 +51,7 @@ def fingerprint(spec: ListSpec) -> Fingerprint:
 
 
 def _read(spec: ListSpec) -> HashList:
-    if spec.deltas:
-        raise ListError(f"list {spec.name!r}: delta files need a format that supports them")
-    hash_list = load_list(spec.path, spec.name, spec.format)
+    hash_list = load_list(spec.path, spec.name, spec.format, deltas=spec.deltas)
     if spec.categories:
         mapping = dict(spec.categories)
         hash_list = replace(
@@ -102,6 +100,9 @@ class Catalog:
                     if cached is not None and cached[1] == prints:
                         compiled = self._compiled[spec.name]
                     else:
+                        # Every array's checksum first: the indexes trust their
+                        # arrays, and a corrupt one must be refused, not served.
+                        snapfile.verify(spec.path)
                         compiled = open_compiled(spec.path)[0]
                         rebuilt.extend(x.name for x in compiled)
                     self._compiled[spec.name] = compiled

@@ -223,3 +223,28 @@ def test_list_tables_in_the_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown signals"):
         cfg.load(str(path))
     assert MatchingConfig().pdq_threshold == 31
+
+
+def test_deltas_add_and_delete_after_the_base_list(tmp_path: Path, files: list[bytes]) -> None:
+    import json
+
+    from appliance.decode import decode_rgb
+    from appliance.hashers.pdq import pdq_from_rgb
+
+    pdqs = [pdq_from_rgb(decode_rgb(f, 10**8))[0].hex() for f in files]
+    base = tmp_path / "base.csv"
+    base.write_text(f"id,pdq\nA,{pdqs[0]}\nB,{pdqs[1]}\n")
+    withdrawn = tmp_path / "d1.json"  # a StopNCII-style withdrawal of B's hash
+    withdrawn.write_text(json.dumps([{"signalType": "pdq", "hashValue": pdqs[1],
+                                      "hashStatus": "Withdrawn"}]))
+    added = tmp_path / "d2.csv"
+    added.write_text(f"id,pdq\nC,{pdqs[2]}\n")
+    spec = ListSpec("l", str(base), deltas=(str(withdrawn), str(added)))
+    loaded = Catalog().load(_with_lists(spec))
+    hl = loaded.snapshot.lists[0]
+    assert sorted(hl.entry_ids) == ["A", "C"]
+    digests = b"".join(hashlib.sha256(p.read_bytes()).digest()
+                       for p in (base, withdrawn, added))
+    assert hl.version == hashlib.sha256(digests).hexdigest()[:16]
+    hits = loaded.snapshot.match("pdq", [bytes.fromhex(p) for p in pdqs])
+    assert [[h.entry_id for h in found] for found in hits] == [["A"], [], ["C"]]

@@ -26,9 +26,10 @@ from appliance.signals import SIGNALS
 
 
 class Strings(Sequence[str]):
-    """A read-only sequence of strings stored as one UTF-8 blob and (N + 1) offsets."""
+    """A read-only sequence of strings stored as one UTF-8 blob and (N + 1) offsets
+    (arrays in memory, or FileArrays read with pread)."""
 
-    def __init__(self, blob: NDArray[np.uint8], offsets: NDArray[np.uint64]) -> None:
+    def __init__(self, blob: Any, offsets: Any) -> None:
         self._blob, self._offsets = blob, offsets
 
     @classmethod
@@ -41,9 +42,19 @@ class Strings(Sequence[str]):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self._offsets, snapfile.FileArray)
+
+    def arrays(self) -> tuple[NDArray[np.uint8], NDArray[np.uint64]]:
+        return self._blob, self._offsets
+
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        if isinstance(self._offsets, snapfile.FileArray):
+            lo, hi = (int(x) for x in self._offsets.read(i, i + 2))
+            return self._blob.read(lo, hi).tobytes().decode()
         lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
         return self._blob[lo:hi].tobytes().decode()
 
@@ -54,16 +65,16 @@ class Strings(Sequence[str]):
 class Categories(Sequence[str]):
     """Per-entry category codes into a short table of distinct names."""
 
-    def __init__(self, codes: NDArray[np.uint32], names: Sequence[str]) -> None:
-        self._codes, self._names = codes, list(names)
+    def __init__(self, codes: Any, names: Sequence[str]) -> None:
+        self.codes, self.names = codes, list(names)
 
     def __len__(self) -> int:
-        return len(self._codes)
+        return len(self.codes)
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
-            return [self._names[int(c)] for c in self._codes[i]]
-        return self._names[int(self._codes[i])]
+            return [self.names[int(c)] for c in self.codes[i]]
+        return self.names[int(self.codes[i])]
 
 
 def write_compiled(path: str | Path, indexes: Sequence[ListIndex], sources: dict[str, str]) -> int:
@@ -72,10 +83,17 @@ def write_compiled(path: str | Path, indexes: Sequence[ListIndex], sources: dict
     lists = []
     for i, index in enumerate(indexes):
         hl = index.hash_list
-        names = sorted(set(hl.categories))
-        code = {name: n for n, name in enumerate(names)}
-        arrays[f"{i}/ids/blob"], arrays[f"{i}/ids/offsets"] = Strings.pack(list(hl.entry_ids))
-        arrays[f"{i}/categories"] = np.array([code[c] for c in hl.categories], dtype=np.uint32)
+        if isinstance(hl.entry_ids, Strings) and not hl.entry_ids.on_disk:  # already packed
+            arrays[f"{i}/ids/blob"], arrays[f"{i}/ids/offsets"] = hl.entry_ids.arrays()
+        else:
+            arrays[f"{i}/ids/blob"], arrays[f"{i}/ids/offsets"] = Strings.pack(list(hl.entry_ids))
+        if isinstance(hl.categories, Categories) and isinstance(hl.categories.codes, np.ndarray):
+            names = hl.categories.names
+            arrays[f"{i}/categories"] = hl.categories.codes
+        else:
+            names = sorted(set(hl.categories))
+            code = {name: n for n, name in enumerate(names)}
+            arrays[f"{i}/categories"] = np.array([code[c] for c in hl.categories], np.uint32)
         for signal, matcher in index.matchers.items():
             for key, array in matcher.to_arrays().items():
                 arrays[f"{i}/{signal}/{key}"] = array
@@ -94,10 +112,11 @@ def open_compiled(path: str | Path) -> tuple[list[ListIndex], dict[str, Any]]:
     arrays, meta = opened.arrays, opened.meta
     indexes = []
     for i, info in enumerate(meta["lists"]):
+        # Entry ids and categories are read with pread, for hits only (see reader).
         hash_list = HashList(
             name=info["name"], version=info["version"],
-            entry_ids=Strings(arrays[f"{i}/ids/blob"], arrays[f"{i}/ids/offsets"]),
-            categories=Categories(arrays[f"{i}/categories"], info["categories"]),
+            entry_ids=Strings(opened.reader(f"{i}/ids/blob"), opened.reader(f"{i}/ids/offsets")),
+            categories=Categories(opened.reader(f"{i}/categories"), info["categories"]),
             columns={},
         )
         matchers = {}

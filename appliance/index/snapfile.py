@@ -23,6 +23,7 @@ than through the mapping, so the check does not make the arrays resident.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -53,11 +54,42 @@ class SnapshotFile:
     meta: dict[str, Any]
     arrays: dict[str, NDArray[Any]]
     _map: mmap.mmap | None
+    # name -> (offset, dtype, shape): for reading an array with pread, not the map.
+    regions: dict[str, tuple[int, np.dtype[Any], tuple[int, ...]]]
+
+    def reader(self, name: str) -> FileArray:
+        """Array ``name`` read element by element with pread: for data that only
+        hits need (entry ids), which then never becomes resident. Through the
+        map, the kernel's fault-around would map 16 pages around every read."""
+        offset, dtype, shape = self.regions[name]
+        return FileArray(os.open(self.path, os.O_RDONLY), offset, dtype, shape)
 
     def close(self) -> None:
         # The arrays stay valid while referenced: numpy keeps the mmap alive.
         self.arrays = {}
         self._map = None
+
+
+class FileArray:
+    """A 1-D array on disk, read with pread: ``a[i]`` and ``a.read(i, j)``."""
+
+    def __init__(self, fd: int, offset: int, dtype: np.dtype[Any], shape: tuple[int, ...]):
+        self._fd, self._offset, self.dtype, self.shape = fd, offset, dtype, shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read(self, start: int, stop: int) -> NDArray[Any]:
+        size = self.dtype.itemsize
+        data = os.pread(self._fd, (stop - start) * size, self._offset + start * size)
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.read(i, i + 1)[0]
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 def _aligned(n: int) -> int:
@@ -138,15 +170,22 @@ def open_snapshot(path: str | Path) -> SnapshotFile:
         with open(name, "rb") as f:
             parsed, size = _manifest(name, f)
             mapping = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+            # Lookups touch the arrays at random. Without this hint the kernel
+            # reads ahead and maps neighbouring pages on every fault, and a few
+            # hits would make whole regions (entry ids) resident for nothing.
+            if hasattr(mmap, "MADV_RANDOM"):
+                mapping.madvise(mmap.MADV_RANDOM)
     except OSError as exc:
         raise ListError(f"snapshot {name}: cannot open: {exc.strerror or exc}") from exc
     arrays: dict[str, NDArray[Any]] = {}
+    regions = {}
     for key, entry in parsed["arrays"].items():
         dtype = np.dtype(entry["dtype"])
         count = int(np.prod(entry["shape"], dtype=np.int64))
         flat = np.frombuffer(mapping, dtype=dtype, count=count, offset=entry["offset"])
         arrays[key] = flat.reshape(entry["shape"])
-    return SnapshotFile(name, parsed["meta"], arrays, mapping)
+        regions[key] = (int(entry["offset"]), dtype, tuple(entry["shape"]))
+    return SnapshotFile(name, parsed["meta"], arrays, mapping, regions)
 
 
 def verify(path: str | Path) -> None:

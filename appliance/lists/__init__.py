@@ -10,7 +10,9 @@ previous snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import io
+from collections.abc import Sequence
 
 from appliance.errors import ListError
 from appliance.lists.csv_format import parse_csv
@@ -63,21 +65,36 @@ def detect_format(head: bytes, path: str) -> str:
 
 
 def load_list(
-    path: str, name: str, fmt: str = AUTO, options: FormatOptions = DEFAULT_OPTIONS
+    path: str,
+    name: str,
+    fmt: str = AUTO,
+    options: FormatOptions = DEFAULT_OPTIONS,
+    deltas: Sequence[str] = (),
 ) -> HashList:
     """Read the list file at ``path`` as format ``fmt`` ("auto": detect it) and
-    name it ``name``.
+    name it ``name``; then apply each file of ``deltas`` (additions and
+    deletions, in any supported format) in order.
 
-    The file is streamed once: the parser reads it incrementally and its
-    SHA-256 (the list's version, first 16 hex digits) is computed on the way.
-    Raises ListError when the file cannot be read, the format is unknown or
-    cannot be told, or the content is not a valid list.
+    Each file is streamed once: the parser reads it incrementally and its
+    SHA-256 is computed on the way. The version is the first 16 hex digits of
+    the file's SHA-256, or with deltas of the SHA-256 of all files' digests in
+    order. Raises ListError when a file cannot be read, the format is unknown
+    or cannot be told, or the content is not a valid list.
     """
     if fmt != AUTO and fmt not in FORMATS:
         raise ListError(
             f"list {name!r} ({path}): unknown format {fmt!r}; known: {AUTO}, {', '.join(FORMATS)}"
         )
     builder = ListBuilder(name, path)
+    digests = [_feed(path, name, fmt, options, builder)]
+    digests += [_feed(delta, name, AUTO, options, builder) for delta in deltas]
+    if not deltas:
+        return builder.build(digests[0].hex()[:16])
+    return builder.build(hashlib.sha256(b"".join(digests)).hexdigest()[:16])
+
+
+def _feed(path: str, name: str, fmt: str, options: FormatOptions, builder: ListBuilder) -> bytes:
+    """Stream one file through its parser into ``builder``; returns its SHA-256."""
     try:
         with open(path, "rb") as file:
             if fmt == AUTO:
@@ -96,7 +113,7 @@ def load_list(
                 pass
     except OSError as exc:
         raise ListError(f"list {name!r}: cannot read {path}: {exc.strerror or exc}") from exc
-    return builder.build(digest.hexdigest()[:16])
+    return bytes.fromhex(digest.hexdigest())
 
 
 __all__ = [
