@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from appliance.config import Config, LimitsConfig, MatchingConfig, ServerConfig
@@ -55,6 +60,41 @@ def scene_image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     return image
 
 
+def picture_field(
+    rng: np.random.Generator, content: str, h: int, w: int, c: int
+) -> NDArray[np.float64]:
+    """(h, w, c) float64 in [0, 1]: a synthetic picture before it is quantised for
+    its mode. ``content``: noise, gradient, natural, flat, stripes, halves, dots.
+    Flat, halves and dots make many equal coefficients, so median ties."""
+    yy = np.linspace(0.0, 1.0, h)[:, None, None]
+    xx = np.linspace(0.0, 1.0, w)[None, :, None]
+    shape = (h, w, c)
+    if content == "noise":
+        return rng.random(shape)
+    if content == "gradient":
+        a, b = rng.uniform(-1, 1, (2, 1, 1, c))
+        return np.broadcast_to((a * yy + b * xx + 2) / 4, shape)
+    if content == "natural":
+        fy, fx = rng.uniform(1, 12, 2)
+        phase = rng.uniform(0, 6, (1, 1, c))
+        wave = 0.5 + 0.3 * np.sin(fy * 6 * yy + phase) * np.cos(fx * 6 * xx + 2 * phase)
+        noisy: NDArray[np.float64] = np.clip(wave + rng.normal(0, 0.05, shape), 0, 1)
+        return noisy
+    if content == "flat":
+        return np.broadcast_to(rng.random((1, 1, c)), shape)
+    if content == "stripes":
+        period = int(rng.integers(1, 9))
+        axis = yy if rng.random() < 0.5 else xx
+        stripes = (np.floor(axis * max(h, w) / period) % 2).astype(np.float64)
+        return np.broadcast_to(stripes, shape)
+    if content == "halves":
+        return np.broadcast_to(np.where(xx < rng.random(), 0.2, 0.7), shape)
+    out = np.full(shape, rng.random())  # dots: a flat picture with a few bright pixels
+    n = max(1, h * w // 500)
+    out[rng.integers(0, h, n), rng.integers(0, w, n)] = 1.0
+    return out
+
+
 def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
@@ -93,3 +133,25 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+
+def start_server_process(*args: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``appliance serve --port 0 --metrics-port 0 ARGS`` as a new process.
+
+    Returns (process, gRPC address, its ready line) once it is ready; standard
+    error stays open for the caller to read further log lines.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "serve", "--port", "0", "--metrics-port", "0",
+         *args],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "appliance ready" in line:
+            found = re.search(r"grpc=(\S+)", line)
+            assert found, line
+            return proc, found.group(1), line
+    proc.kill()
+    raise AssertionError(f"the server exited before it was ready: {proc.wait()}")

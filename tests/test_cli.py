@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pdqhash
 import pytest
 from PIL import Image
 
-from tests.helpers import encode, scene_image, synthetic_image
+from tests.helpers import encode, scene_image, start_server_process, synthetic_image
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
 
@@ -153,21 +152,10 @@ def test_bad_usage_exits_2() -> None:
 
 def test_serve_then_match_against_it(tmp_path: Path) -> None:
     run("demo", "--out", str(tmp_path))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "serve", "--port", "0", "--metrics-port", "0"],
-        stderr=subprocess.PIPE, text=True, env=ENV,
-    )
+    server, address, ready = start_server_process()
     try:
-        assert server.stderr is not None
-        ready = ""
-        for line in server.stderr:
-            if "appliance ready" in line:
-                ready = line
-                break
-        match = re.search(r"grpc=(\S+)", ready)
-        assert match, ready
         assert "embedded demo list" in ready and "metrics=http://" in ready
-        proc = run("match", "--server", match.group(1),
+        proc = run("match", "--server", address,
                    str(tmp_path / "near-copy-of-listed.jpg"), str(tmp_path / "not-listed.png"))
         near, clean = lines(proc)
         assert [m["entry_id"] for m in near["matches"]] == ["demo-0001"]

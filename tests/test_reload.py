@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +17,13 @@ from appliance.config import Config, ListSpec, MatchingConfig
 from appliance.loading import Catalog
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
-from tests.helpers import ServerThread, encode, make_config, scene_image
+from tests.helpers import (
+    ServerThread,
+    encode,
+    make_config,
+    scene_image,
+    start_server_process,
+)
 
 
 def _with_lists(*specs: ListSpec, **server: Any) -> Config:
@@ -172,21 +175,9 @@ def test_watching_reloads_changed_files(tmp_path: Path, files: list[bytes]) -> N
 def test_sighup_reloads_a_running_server(tmp_path: Path, files: list[bytes]) -> None:
     listing = tmp_path / "h.csv"
     listing.write_text(f"id,md5\nH1,{_md5(files[0])}\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "serve", "--port", "0", "--metrics-port", "0",
-         "--lists", f"h={listing}"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )
+    server, address, _ = start_server_process("--lists", f"h={listing}")
     try:
         assert server.stderr is not None
-        address = ""
-        for line in server.stderr:
-            if "appliance ready" in line:
-                found = re.search(r"grpc=(\S+)", line)
-                address = found.group(1) if found else ""
-                break
-        assert address
         listing.write_text(f"id,md5\nH1,{_md5(files[0])}\nH2,{_md5(files[1])}\n")
         server.send_signal(signal.SIGHUP)
         for line in server.stderr:  # the reload logs its outcome

@@ -25,6 +25,7 @@ from PIL import Image
 
 from appliance.hashers import imagehash_family as fam
 from appliance.hashers.imagehash_family import FAMILY, family_hashes, family_many
+from tests.helpers import picture_field
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "pdq"
 REFERENCE: dict[str, Callable[[Image.Image], Any]] = {
@@ -101,42 +102,12 @@ class Case:
         return f"{self.seed:03d}-{self.width}x{self.height}-{self.content}-{self.mode}-{self.fmt}"
 
 
-def _field(rng: np.random.Generator, content: str, h: int, w: int, c: int) -> NDArray[Any]:
-    """(h, w, c) float64 in [0, 1]: the picture before it is quantised for its mode."""
-    yy = np.linspace(0.0, 1.0, h)[:, None, None]
-    xx = np.linspace(0.0, 1.0, w)[None, :, None]
-    shape = (h, w, c)
-    if content == "noise":
-        return rng.random(shape)
-    if content == "gradient":
-        a, b = rng.uniform(-1, 1, (2, 1, 1, c))
-        return np.broadcast_to((a * yy + b * xx + 2) / 4, shape)
-    if content == "natural":
-        fy, fx = rng.uniform(1, 12, 2)
-        phase = rng.uniform(0, 6, (1, 1, c))
-        wave = 0.5 + 0.3 * np.sin(fy * 6 * yy + phase) * np.cos(fx * 6 * xx + 2 * phase)
-        noisy: NDArray[np.float64] = np.clip(wave + rng.normal(0, 0.05, shape), 0, 1)
-        return noisy
-    if content == "flat":  # pHash and wHash threshold roundoff noise against its median
-        return np.broadcast_to(rng.random((1, 1, c)), shape)
-    if content == "stripes":
-        period = int(rng.integers(1, 9))
-        axis = yy if rng.random() < 0.5 else xx
-        return np.broadcast_to((np.floor(axis * max(h, w) / period) % 2), shape)
-    if content == "halves":  # two flat areas: many ties between wHash coefficients
-        return np.broadcast_to(np.where(xx < rng.random(), 0.2, 0.7), shape)
-    out = np.full(shape, rng.random())  # dots: a flat picture with a few bright pixels
-    n = max(1, h * w // 500)
-    out[rng.integers(0, h, n), rng.integers(0, w, n)] = 1.0
-    return out
-
-
 def synthesize(case: Case) -> bytes:
     """The case's picture in case.mode, encoded in case.fmt."""
     rng = np.random.default_rng(case.seed)
     h, w = case.height, case.width
     channels = {"RGB": 3, "RGBA": 4, "CMYK": 4, "LA": 2}.get(case.mode, 1)
-    field = _field(rng, case.content, h, w, channels)
+    field = picture_field(rng, case.content, h, w, channels)
     if case.mode == "I;16":  # values above 255 make Pillow's I;16 -> L conversion clip
         scale = float(rng.choice([300.0, 65535.0]))
         image = Image.fromarray(np.ascontiguousarray(field[:, :, 0] * scale).astype(np.uint16))

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from appliance.hashers.pdq import HASH_BYTES, pdq_from_luma, pdq_from_rgb, pdq_hex
+from tests.helpers import picture_field
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "pdq"
 U8 = NDArray[np.uint8]
@@ -89,42 +90,12 @@ class Case:
         return f"{self.seed:03d}-{self.width}x{self.height}-{self.content}-{self.mode}"
 
 
-def _field(rng: np.random.Generator, content: str, h: int, w: int, c: int) -> NDArray[np.float64]:
-    """(h, w, c) float64 in [0, 1]: the picture before it is quantised for its mode."""
-    yy = np.linspace(0.0, 1.0, h)[:, None, None]
-    xx = np.linspace(0.0, 1.0, w)[None, :, None]
-    shape = (h, w, c)
-    if content == "noise":
-        return rng.random(shape)
-    if content == "gradient":
-        a, b = rng.uniform(-1, 1, (2, 1, 1, c))
-        return np.broadcast_to((a * yy + b * xx + 2) / 4, shape)
-    if content == "natural":
-        fy, fx = rng.uniform(1, 12, 2)
-        phase = rng.uniform(0, 6, (1, 1, c))
-        wave = 0.5 + 0.3 * np.sin(fy * 6 * yy + phase) * np.cos(fx * 6 * xx + 2 * phase)
-        noisy: NDArray[np.float64] = np.clip(wave + rng.normal(0, 0.05, shape), 0, 1)
-        return noisy
-    if content == "flat":
-        return np.broadcast_to(rng.random((1, 1, c)), shape)
-    if content == "stripes":
-        period = int(rng.integers(1, 9))
-        axis = yy if rng.random() < 0.5 else xx
-        stripes = (np.floor(axis * max(h, w) / period) % 2).astype(np.float64)
-        return np.broadcast_to(stripes, shape)
-    # dots: a flat picture with a few bright pixels (many equal DCT values: median ties)
-    out = np.full(shape, rng.random())
-    n = max(1, h * w // 500)
-    out[rng.integers(0, h, n), rng.integers(0, w, n)] = 1.0
-    return out
-
-
 def synthesize(case: Case) -> Image.Image:
     """The case's picture as a Pillow image in case.mode."""
     rng = np.random.default_rng(case.seed)
     h, w = case.height, case.width
     channels = {"RGB": 3, "RGBA": 4}.get(case.mode, 1)
-    field = _field(rng, case.content, h, w, channels)
+    field = picture_field(rng, case.content, h, w, channels)
     if case.mode == "I;16":
         # Values above 255 make Pillow's I;16 -> RGB conversion clip.
         return Image.fromarray(np.ascontiguousarray(field[:, :, 0] * 320).astype(np.uint16))
