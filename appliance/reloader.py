@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 
 from appliance.config import Config
 from appliance.errors import ApplianceError
@@ -30,7 +30,6 @@ class ListManager:
         self,
         config: Config,
         metrics: Metrics,
-        pool: Executor,
         loader: Callable[[Config], Loaded],
         fingerprints: Callable[[Config], object] | None = None,
     ) -> None:
@@ -39,7 +38,9 @@ class ListManager:
         self.loaded: Loaded | None = None
         # Why the lists are not loaded (first load failed), for UNAVAILABLE answers.
         self.error = ""
-        self._pool = pool
+        # Loads get a thread of their own: parsing a large list must not take a
+        # hashing worker away from requests for the minutes it may last.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="appliance-lists")
         self._loader = loader
         self._fingerprints = fingerprints
         self._lock = asyncio.Lock()
@@ -47,6 +48,10 @@ class ListManager:
         # reloads when the files differ from them (and not again for a bad file
         # that has not changed since).
         self._tried: object = None
+
+    def close(self) -> None:
+        """Stop the loading thread; a load in progress is abandoned."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def reload(self, reason: str) -> tuple[bool, str]:
         """Load the lists again and swap them in; (ok, what happened)."""

@@ -320,6 +320,7 @@ class ServerHandle:
             self._httpd.shutdown()
             self._httpd.server_close()
         self.app.pool.shutdown(wait=True, cancel_futures=True)
+        self.app.lists.close()
         if self.app.audit is not None:
             self.app.audit.close()
 
@@ -357,8 +358,8 @@ async def create_server(
         pipeline=Pipeline(config, metrics),
         pool=pool,
         lists=ListManager(
-            config, metrics, pool,
-            loader or catalog.load, catalog.fingerprints if loader is None else None,
+            config, metrics, loader or catalog.load,
+            catalog.fingerprints if loader is None else None,
         ),
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )
