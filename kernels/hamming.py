@@ -1,0 +1,79 @@
+"""Hamming radius search on the GPU: every (query, entry, distance) within a radius.
+
+CPU twin: ``appliance.index.mih.MultiIndexHamming`` (and the brute-force
+``appliance.index.hamming.HammingIndex``): the same hits, the same order.
+
+The kernel is a tiled brute force, which on a GPU beats probing hash tables:
+each block keeps ``TILE_Q`` queries in shared memory and each thread walks a
+strided range of entries, so an entry's four words are read from global
+memory once per tile of queries rather than once per query. Hits go to a
+bounded output buffer through one atomic counter; when the counter passes the
+buffer's capacity the launch is repeated with a buffer of exactly the needed
+size, so no hit is ever dropped. Entries are (N, 4) uint64 (a 256-bit hash as
+``MultiIndexHamming`` packs it); queries (Q, 4) uint64.
+
+Importing this module imports no CUDA library: the kernel is built on first
+use by a cached factory (``numba.cuda`` under ``NUMBA_ENABLE_CUDASIM=1`` runs
+it on the CPU, which is how CI tests it).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+TILE_Q = 32  # queries per block, kept in shared memory (32 x 4 words = 1 KiB)
+THREADS = 256
+WORDS = 4  # a 256-bit hash
+
+
+@cache
+def _kernel() -> Any:
+    # The kernel lives in its own module, imported here on first use: numba.cuda
+    # must be a global of the kernel's module for the simulator to stand in for it.
+    from kernels import _hamming_cuda
+
+    return _hamming_cuda.radius_search
+
+
+def launch(
+    entries: Any, queries: Any, radius: int, capacity: int, xp: Any, blocks_x: int = 0
+) -> tuple[Any, Any, Any, int]:
+    """One launch: (query index, entry position, distance) arrays of the hits
+    found and the total number of hits (which may exceed ``capacity``: then
+    only ``capacity`` were written). Arrays live where ``xp`` (numpy/cupy) puts them."""
+    kernel = _kernel()
+    out_q = xp.empty(max(1, capacity), dtype=xp.int32)
+    out_e = xp.empty(max(1, capacity), dtype=xp.int64)
+    out_d = xp.empty(max(1, capacity), dtype=xp.int32)
+    counter = xp.zeros(1, dtype=xp.int64)
+    n, q = entries.shape[0], queries.shape[0]
+    if n and q:
+        grid_x = blocks_x or max(1, min(1024, -(-n // THREADS)))
+        grid = (grid_x, -(-q // TILE_Q))
+        kernel[grid, THREADS](entries, queries, radius, out_q, out_e, out_d, counter)
+    total = int(counter[0])
+    return out_q, out_e, out_d, total
+
+
+def search(
+    entries: Any, queries: Any, radius: int, xp: Any, capacity: int = 1 << 16
+) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.int32]]:
+    """All hits within ``radius``, sorted by (query, distance, entry), on the host.
+
+    Overflow is handled, never dropped: if the first launch counted more hits
+    than ``capacity``, it runs again with room for exactly that many.
+    """
+    out_q, out_e, out_d, total = launch(entries, queries, radius, capacity, xp)
+    if total > capacity:
+        out_q, out_e, out_d, total = launch(entries, queries, radius, total, xp)
+    qi, ei, di = (_host(a[:total]) for a in (out_q, out_e, out_d))
+    order = np.lexsort((ei, di, qi))
+    return qi[order], ei[order], di[order]
+
+
+def _host(a: Any) -> NDArray[Any]:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
