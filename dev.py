@@ -2,8 +2,8 @@
 """Set-up and entry points for a fresh machine that has only Python and pip.
 
     python3 dev.py serve [ARGS...]   start the server (embedded demo list, CPU)
-    python3 dev.py test  [ARGS...]   ruff, mypy, the whole pytest suite, then the
-                                     CUDA kernels under Numba's simulator
+    python3 dev.py test  [ARGS...]   ruff, mypy, the CUDA kernels under Numba's
+                                     simulator, then the whole pytest suite
 
 Each creates ./.venv on first use and (re)installs the project into it when
 pyproject.toml has changed since the last install. Extra ARGS go to
@@ -58,14 +58,14 @@ def main(argv: list[str]) -> int:
     try:
         _run(BIN / "ruff", "check", ".")
         _run(BIN / "mypy")
-        _run(PYTHON, "-m", "pytest", *rest)
         if not rest:
             # The CUDA kernels, under Numba's simulator: a process of their own,
             # since the simulator replaces numba.cuda for the whole process.
             print("+ NUMBA_ENABLE_CUDASIM=1 pytest tests/kernels", flush=True)
             env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-            subprocess.run([str(PYTHON), "-m", "pytest", "tests/kernels"], cwd=ROOT,
+            subprocess.run([str(PYTHON), "-m", "pytest", "-q", "tests/kernels"], cwd=ROOT,
                            env=env, check=True)
+        _run(PYTHON, "-m", "pytest", *rest)
     except subprocess.CalledProcessError as exc:
         return exc.returncode or 1
     return 0
