@@ -29,5 +29,5 @@ if [ -z "${NUMBA_ENABLE_CUDASIM:-}" ]; then
     "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_ptx.py || status=1
 fi
 echo "== benchmarks"
-"$PY" benchmarks/gpu_hamming.py "${BENCH[@]}" || status=1
+"$PY" benchmarks/gpu_kernels.py "${BENCH[@]}" || status=1
 exit $status

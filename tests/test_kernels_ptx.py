@@ -30,3 +30,13 @@ def test_exact_kernel_compiles_for_sm90() -> None:
     sig = (u64_2d, u64_2d, types.int64[::1], types.int64[::1])
     ptx, _ = cuda.compile_ptx(exact._kernel().py_func, sig, cc=(9, 0))
     assert ".target sm_90" in ptx
+
+
+def test_digests_kernel_compiles_for_sm90() -> None:
+    from kernels import digests
+
+    u8_2d = types.Array(types.uint8, 2, "C")
+    sig = (types.uint8[::1], types.int64[::1], types.int64[::1], types.int64[::1],
+           u8_2d, u8_2d, u8_2d)
+    ptx, _ = cuda.compile_ptx(digests._kernel().py_func, sig, cc=(9, 0))
+    assert ".target sm_90" in ptx
