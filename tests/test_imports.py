@@ -9,7 +9,7 @@ import sys
 def test_import_loads_no_gpu_library() -> None:
     code = (
         "import sys, appliance, appliance.server, appliance.cli, kernels\n"
-        "import kernels.hamming, kernels.exact, kernels.digests\n"
+        "import kernels.hamming, kernels.exact, kernels.digests, kernels.pdq\n"
         "bad = [m for m in sys.modules if m == 'cupy' or m.startswith(('cupy.', 'numba.cuda'))]\n"
         "print(','.join(bad))\n"
     )

@@ -40,3 +40,20 @@ def test_digests_kernel_compiles_for_sm90() -> None:
            u8_2d, u8_2d, u8_2d)
     ptx, _ = cuda.compile_ptx(digests._kernel().py_func, sig, cc=(9, 0))
     assert ".target sm_90" in ptx
+
+
+def test_pdq_kernels_compile_for_sm90() -> None:
+    from kernels import pdq
+
+    mod = pdq._kernel()
+    u8, f32, i64 = types.uint8[::1], types.float32[::1], types.int64[::1]
+    sigs = [
+        (mod.luma, (u8, f32)),
+        (mod.box_filter, (f32, f32, i64, i64, i64, types.int64)),
+        (mod.finish, (f32, i64, i64, i64, types.Array(types.float32, 2, "C"),
+                      types.Array(types.uint8, 2, "C"), types.int32[::1])),
+    ]
+    for kernel, sig in sigs:
+        ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+        assert ".target sm_90" in ptx
+        assert "fma." not in ptx  # contraction would change the rounding of the DCT/luma

@@ -19,15 +19,15 @@ parallel; code compiles on first use, then loads from the disk cache.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from functools import cache
 from typing import Any, TypeVar, cast
 
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
+
+from kernels.pdq_dct import dct_matrix as _dct_matrix
 
 HASH_BYTES = 32
 """Length of a PDQ hash in bytes (256 bits)."""
@@ -48,21 +48,6 @@ def _kernel(fn: _F) -> _F:
     Typed for mypy (numba is not); numba ignores the annotations.
     """
     return cast(_F, njit(cache=True, nogil=True)(fn))
-
-
-@cache
-def _dct_matrix() -> NDArray[np.float32]:
-    """(16, 64) float32: rows 1..16 of the 64-point DCT-II, as the reference builds it.
-
-    The scale factor is a float32; each entry is computed in double with libm's
-    cos (Python's ``math.cos``, the same libm the reference calls) and then rounded.
-    """
-    scale = float(np.float32(math.sqrt(2.0 / 64.0)))
-    d = np.empty((16, 64), dtype=np.float32)
-    for i in range(16):
-        for j in range(64):
-            d[i, j] = scale * math.cos((math.pi / 2 / 64.0) * (i + 1) * (2 * j + 1))
-    return d
 
 
 # ----------------------------------------------------------------------------- kernels
