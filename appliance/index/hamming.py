@@ -81,10 +81,7 @@ class HammingIndex:
         Returns one ``(rows (k,) int64, distances (k,) int32)`` per query,
         sorted by distance, then row.
         """
-        if queries.ndim != 2 or queries.shape[1] != self.width:
-            raise ValueError(f"queries must be (Q, {self.width}) uint8, got {queries.shape}")
-        if radius < 0:
-            raise ValueError(f"radius must not be negative, got {radius}")
+        check_queries(queries, self.width, radius)
         q_words = pack(queries)
         n_queries, n_entries = len(q_words), self._words.shape[1]
         chunk = max(1, self.chunk_pairs // max(1, n_queries))
@@ -124,15 +121,28 @@ class HammingIndex:
     ) -> list[Found]:
         """Per query, its (rows, distances) sorted by distance then row."""
         if not found_q:
-            qi = np.empty(0, dtype=np.intp)
-            rows = np.empty(0, dtype=np.int64)
-            dist = np.empty(0, dtype=np.int32)
-        else:
-            qi = np.concatenate(found_q)
-            rows = self._rows[np.concatenate(found_e)]
-            dist = np.concatenate(found_d).astype(np.int32)
-        # lexsort: the last key is the primary one.
-        order = np.lexsort((rows, dist, qi))
-        qi, rows, dist = qi[order], rows[order], dist[order]
-        bounds = np.searchsorted(qi, np.arange(n_queries + 1)).tolist()
-        return [(rows[lo:hi], dist[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+            return group_hits(np.empty(0, np.intp), np.empty(0, np.int64),
+                              np.empty(0, np.int32), n_queries)
+        rows = self._rows[np.concatenate(found_e)]
+        return group_hits(np.concatenate(found_q), rows,
+                          np.concatenate(found_d).astype(np.int32), n_queries)
+
+
+def check_queries(queries: NDArray[np.uint8], width: int, radius: int) -> None:
+    """ValueError unless queries is (Q, width) and radius is not negative."""
+    if queries.ndim != 2 or queries.shape[1] != width:
+        raise ValueError(f"queries must be (Q, {width}) uint8, got {queries.shape}")
+    if radius < 0:
+        raise ValueError(f"radius must not be negative, got {radius}")
+
+
+def group_hits(
+    qi: NDArray[np.intp], rows: NDArray[np.int64], dist: NDArray[np.int32], n_queries: int
+) -> list[Found]:
+    """Hits as (query, row, distance) arrays -> per query its (rows, distances),
+    sorted by distance then row: the search contract of every Hamming index."""
+    # lexsort: the last key is the primary one.
+    order = np.lexsort((rows, dist, qi))
+    qi, rows, dist = qi[order], rows[order], dist[order]
+    bounds = np.searchsorted(qi, np.arange(n_queries + 1)).tolist()
+    return [(rows[lo:hi], dist[lo:hi]) for lo, hi in itertools.pairwise(bounds)]

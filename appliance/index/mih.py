@@ -35,7 +35,6 @@ search from several threads at once.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar, cast
@@ -47,7 +46,7 @@ from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
-from appliance.index.hamming import Found, pack
+from appliance.index.hamming import Found, check_queries, group_hits, pack
 
 CHUNK_BITS = 16
 _BUCKETS = 1 << CHUNK_BITS
@@ -452,10 +451,7 @@ class MultiIndexHamming:
         Returns one ``(rows (k,) int64, distances (k,) int32)`` per query,
         sorted by distance, then row.
         """
-        if queries.ndim != 2 or queries.shape[1] != self.width:
-            raise ValueError(f"queries must be (Q, {self.width}) uint8, got {queries.shape}")
-        if radius < 0:
-            raise ValueError(f"radius must not be negative, got {radius}")
+        check_queries(queries, self.width, radius)
         q_words = _pack(queries)
         room = 64 * len(q_words)
         if self.probes(radius) <= MAX_PROBES:
@@ -464,9 +460,4 @@ class MultiIndexHamming:
             qi, pos, dist = _hits(_probe, *args, room=room)
         else:
             qi, pos, dist = _hits(_scan, self._words, q_words, radius, room=room)
-        rows = self._rows[pos].astype(np.int64)
-        # lexsort: the last key is the primary one.
-        order = np.lexsort((rows, dist, qi))
-        qi, rows, dist = qi[order], rows[order], dist[order]
-        bounds = np.searchsorted(qi, np.arange(len(q_words) + 1)).tolist()
-        return [(rows[lo:hi], dist[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+        return group_hits(qi, self._rows[pos].astype(np.int64), dist, len(q_words))

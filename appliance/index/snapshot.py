@@ -238,9 +238,6 @@ class Snapshot:
         """(list name, signal) -> number of that signal's values in that list (as indexed)."""
         return {(x.name, s): x.count(s) for x in self.indexes for s in x.matchers}
 
-    def kind(self, list_name: str) -> ListKind:
-        return next(x.kind for x in self.indexes if x.name == list_name)
-
     def match(
         self,
         signal: str,
