@@ -149,7 +149,8 @@ class Pipeline:
         try:
             with self._stage("decode"):
                 decoded = decode(item.content, self.limits.max_pixels, fast)
-                decoded.rgb()  # the RGB conversion is decoding work, timed as such
+            # The RGB conversion happens in the hashers that need it (PDQ), so a
+            # request for the imagehash family alone never pays for it.
             with self._stage("perceptual"):
                 hashes = hash_pixels(decoded, names, self.options)
                 hashes += self._exif_variant(decoded, names)
