@@ -19,8 +19,9 @@ from typing import Any, Literal, get_args
 from appliance.errors import ConfigError
 from appliance.signals import SIGNALS
 
-Backend = Literal["auto", "cpu", "gpu"]
+Backend = Literal["auto", "cpu", "gpu", "gpu-sim"]
 PdqMode = Literal["exact", "fast"]
+LogFormat = Literal["text", "json"]
 
 MiB = 1 << 20
 
@@ -43,6 +44,39 @@ class ServerConfig:
     # Seconds between checks of the list files for changes (0: no watching;
     # reloads then come from SIGHUP or the ReloadLists RPC).
     watch_lists_seconds: float = 0.0
+    # "text" for people, "json" for log pipelines: one JSON object per line.
+    log_format: LogFormat = "text"
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The dynamic batcher between the servicer and the pipeline (appliance.batching).
+
+    A batch leaves when it has ``max_batch_items`` files or ``max_batch_bytes``
+    bytes, or ``max_delay_ms`` after its first file arrived, whichever comes
+    first. The queue in front of it is bounded: a request that would overflow
+    ``max_queue_items`` or ``max_queue_bytes`` is answered RESOURCE_EXHAUSTED at
+    once. ``max_batch_items = 1`` turns batching off (each file alone, at once).
+    """
+
+    max_batch_items: int = 64
+    max_batch_bytes: int = 64 * MiB
+    max_delay_ms: float = 2.0
+    max_queue_items: int = 4096
+    max_queue_bytes: int = 1024 * MiB
+    # Batches processed at once; 0 picks by backend (see appliance.batching).
+    max_concurrent_batches: int = 0
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    # CUDA device ordinal used by the gpu backend.
+    device: int = 0
+    # Files of at least this many bytes are digested by CPU threads while the
+    # GPU digests the smaller ones: one GPU thread walks one file's blocks in
+    # sequence, which for a large file is slower than one CPU core (measured
+    # by benchmarks/gpu_kernels.py; see benchmarks/RESULTS.md).
+    digest_cpu_min_bytes: int = 1 * MiB
 
 
 @dataclass(frozen=True)
@@ -154,11 +188,17 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     hashing: HashingConfig = field(default_factory=HashingConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
     # Empty: the embedded demo list (see appliance.demo).
     lists: tuple[ListSpec, ...] = ()
 
     def validate(self) -> Config:
-        s, lim, m, h = self.server, self.limits, self.matching, self.hashing
+        s, lim, m, h, b = self.server, self.limits, self.matching, self.hashing, self.batching
+        if s.log_format not in get_args(LogFormat):
+            raise ConfigError(
+                f"server.log_format must be one of {get_args(LogFormat)}, got {s.log_format!r}"
+            )
         if h.pdq_mode not in get_args(PdqMode):
             raise ConfigError(
                 f"hashing.pdq_mode must be one of {get_args(PdqMode)}, got {h.pdq_mode!r}"
@@ -183,10 +223,20 @@ class Config:
             "limits.max_batch_files": lim.max_batch_files,
             "limits.max_batch_bytes": lim.max_batch_bytes,
             "limits.max_stream_bytes": lim.max_stream_bytes,
+            "batching.max_batch_items": b.max_batch_items,
+            "batching.max_batch_bytes": b.max_batch_bytes,
+            "batching.max_queue_items": b.max_queue_items,
+            "batching.max_queue_bytes": b.max_queue_bytes,
+            "gpu.digest_cpu_min_bytes": self.gpu.digest_cpu_min_bytes,
         }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
+        if b.max_delay_ms < 0 or b.max_concurrent_batches < 0 or self.gpu.device < 0:
+            raise ConfigError(
+                "batching.max_delay_ms, batching.max_concurrent_batches and gpu.device "
+                "must not be negative"
+            )
         if s.workers < 0 or s.grace_seconds < 0:
             raise ConfigError("server.workers and server.grace_seconds must not be negative")
         if m.photodna_threshold < 0:
@@ -212,6 +262,8 @@ _SECTIONS = {
     "limits": LimitsConfig,
     "hashing": HashingConfig,
     "matching": MatchingConfig,
+    "batching": BatchingConfig,
+    "gpu": GpuConfig,
 }
 
 

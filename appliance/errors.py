@@ -63,6 +63,18 @@ class NotReady(RequestFault):
     grpc_code = "UNAVAILABLE"
 
 
+class DeadlineExceeded(RequestFault):
+    """The request's deadline passed while it waited in the queue; no work was done."""
+
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+class ShuttingDown(RequestFault):
+    """The server is draining for shutdown and takes no new requests."""
+
+    grpc_code = "UNAVAILABLE"
+
+
 class ConfigError(ApplianceError):
     """The configuration (file, environment or flags) is invalid."""
 

@@ -19,6 +19,7 @@ _STAGE_BUCKETS = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_FILL_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 STAGES = ("queue", "digest", "decode", "perceptual", "match")
 
@@ -49,7 +50,33 @@ class Metrics:
             buckets=_STAGE_BUCKETS, registry=r,
         )
         self.queue_depth = Gauge(
-            "appliance_queue_depth", "Files accepted and not yet answered", registry=r
+            "appliance_queue_depth", "Files waiting in the batcher's queue", registry=r
+        )
+        self.queue_bytes = Gauge(
+            "appliance_queue_bytes", "Bytes of the files waiting in the batcher's queue",
+            registry=r,
+        )
+        self.batch_fill = Histogram(
+            "appliance_batch_fill_ratio",
+            "How full each batch left: the larger of items/max_batch_items and "
+            "bytes/max_batch_bytes", buckets=_FILL_BUCKETS, registry=r,
+        )
+        self.batches_running = Gauge(
+            "appliance_batches_running", "Batches being processed now", registry=r
+        )
+        self.shed = Counter(
+            "appliance_shed_requests",
+            "Requests refused before any work, by reason (queue_full, deadline, "
+            "cancelled, inflight, shutdown)", ["reason"], registry=r,
+        )
+        self.gpu_memory = Gauge(
+            "appliance_gpu_memory_bytes",
+            "GPU memory held, by kind (index: the uploaded lists; pool: CuPy's memory pool)",
+            ["kind"], registry=r,
+        )
+        self.gpu_fallbacks = Counter(
+            "appliance_gpu_fallbacks",
+            "Batches redone on the CPU after a GPU fault, by stage", ["stage"], registry=r,
         )
         self.index_entries = Gauge(
             "appliance_index_entries", "Hash values in the loaded index, by list and signal",
