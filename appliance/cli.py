@@ -15,8 +15,9 @@ import json
 import logging
 import os
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +36,13 @@ def _config(args: argparse.Namespace) -> cfg.Config:
         "backend": getattr(args, "backend", None),
         "workers": getattr(args, "workers", None),
         "audit_log": getattr(args, "audit_log", None),
+        "grace_seconds": getattr(args, "grace_seconds", None),
+        "log_format": getattr(args, "log_format", None),
+    }
+    batching = {
+        key: getattr(args, key, None)
+        for key in ("max_batch_items", "max_batch_bytes", "max_delay_ms",
+                    "max_queue_items", "max_queue_bytes", "max_concurrent_batches")
     }
     matching = {
         "pdq_threshold": getattr(args, "pdq_threshold", None),
@@ -48,7 +56,8 @@ def _config(args: argparse.Namespace) -> cfg.Config:
     return cfg.load(
         path=args.config,
         env=os.environ,
-        overrides={"server": server, "hashing": hashing, "matching": matching},
+        overrides={"server": server, "hashing": hashing, "matching": matching,
+                   "batching": batching},
         lists=getattr(args, "lists", None),
     )
 
@@ -60,33 +69,55 @@ def _read(path: Path, limit: int) -> bytes:
         return f.read(limit + 1)
 
 
+def _read_item(path: Path, limit: int, signals: tuple[str, ...]) -> Any:
+    """The Item of a file, or the ItemResult saying why it could not be read."""
+    from appliance.pipeline import Item, ItemError, ItemResult
+
+    try:
+        return Item(str(path), _read(path, limit), signals)
+    except OSError as exc:
+        return ItemResult(id=str(path), size=0, error=ItemError(ItemCode.UNREADABLE, str(exc)))
+
+
 def _local_results(
     paths: Sequence[Path], config: cfg.Config, signals: tuple[str, ...], match: bool,
     workers: int,
 ) -> Iterator[tuple[Path, Any]]:
-    """Hash (and match) files on ``workers`` threads, yielding results in order."""
+    """Hash (and match) files on the configured backend, yielding results in order.
+
+    Files go through the pipeline in chunks, which bound the memory held at
+    once and give the index batches; two chunks are in flight, so on a GPU
+    backend the decoding of one overlaps the device work on the other.
+    """
+    from appliance.backend import make_pipeline, select_backend
     from appliance.loading import load_snapshot
-    from appliance.pipeline import Item, ItemError, ItemResult, Pipeline
+    from appliance.pipeline import Item
 
-    pipeline = Pipeline(config)
+    pipeline = make_pipeline(config, select_backend(config.server.backend, config.gpu))
     snapshot = load_snapshot(config).snapshot if match else None
+    if snapshot is not None:
+        pipeline.prepare_snapshot(snapshot)
+    limit = config.limits.max_file_bytes
 
-    def work(path: Path) -> Any:
-        try:
-            content = _read(path, config.limits.max_file_bytes)
-        except OSError as exc:
-            return ItemResult(id=str(path), size=0, error=ItemError(ItemCode.UNREADABLE, str(exc)))
-        return pipeline.hash_item(Item(str(path), content, signals))
+    def run(chunk: Sequence[Path]) -> list[Any]:
+        read = list(pool.map(lambda p: _read_item(p, limit, signals), chunk))
+        items = [r for r in read if isinstance(r, Item)]
+        done = iter(pipeline.run(items, snapshot, pool))
+        return [next(done) if isinstance(r, Item) else r for r in read]
 
-    # Chunks bound the memory held at once and give the index batches.
     step = 8 * workers
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-cli") as pool:
-        for start in range(0, len(paths), step):
-            chunk = paths[start:start + step]
-            results = list(pool.map(work, chunk))
-            if snapshot is not None:
-                pipeline.match([r for r in results if r.error is None], snapshot)
-            yield from zip(chunk, results, strict=True)
+    chunks = [paths[i:i + step] for i in range(0, len(paths), step)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-cli") as pool, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="appliance-batch") as drivers:
+        pending: deque[tuple[Sequence[Path], Future[list[Any]]]] = deque()
+        for chunk in chunks:
+            pending.append((chunk, drivers.submit(run, chunk)))
+            if len(pending) == 2:
+                done_chunk, future = pending.popleft()
+                yield from zip(done_chunk, future.result(), strict=True)
+        while pending:
+            done_chunk, future = pending.popleft()
+            yield from zip(done_chunk, future.result(), strict=True)
 
 
 def _workers(config: cfg.Config) -> int:
@@ -175,13 +206,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from appliance.logs import setup_logging
     from appliance.server import serve
 
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return asyncio.run(serve(_config(args)))
+    config = _config(args)
+    setup_logging(config.server.log_format, logging.INFO, sys.stderr)
+    return asyncio.run(serve(config))
 
 
 def cmd_lists_compile(args: argparse.Namespace) -> int:
@@ -234,6 +264,12 @@ def _add_hashing(p: argparse.ArgumentParser) -> None:
                    help="also hash the EXIF-corrected orientation (variant 'exif')")
 
 
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=["auto", "cpu", "gpu", "gpu-sim"],
+                   help="compute backend (default cpu; auto: the GPU when there is one; "
+                   "gpu-sim: the GPU path simulated on the CPU, slow, for tests)")
+
+
 def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
     help_text = "hash lists, PATH or NAME=PATH (default: the embedded demo list)"
     if greedy:
@@ -259,9 +295,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--metrics-port", type=int)
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu"])
+    _add_backend(p)
     p.add_argument("--workers", type=int, help="hashing threads (default: one per core)")
     p.add_argument("--audit-log", help="append every match to this JSON-lines file")
+    p.add_argument("--log-format", choices=["text", "json"],
+                   help="text (default) or one JSON object per line")
+    p.add_argument("--grace-seconds", type=float,
+                   help="on SIGTERM, time given to accepted requests (default 10)")
+    g = p.add_argument_group("batching (see README: Serving at scale)")
+    g.add_argument("--max-batch-items", type=int,
+                   help="files per batch (default 64; 1 turns batching off)")
+    g.add_argument("--max-batch-bytes", type=int, help="bytes per batch (default 64 MiB)")
+    g.add_argument("--max-delay-ms", type=float,
+                   help="longest wait for a batch to fill, from its first file (default 2)")
+    g.add_argument("--max-queue-items", type=int,
+                   help="files queued at most; beyond, RESOURCE_EXHAUSTED (default 4096)")
+    g.add_argument("--max-queue-bytes", type=int,
+                   help="bytes queued at most; beyond, RESOURCE_EXHAUSTED (default 1 GiB)")
+    g.add_argument("--max-concurrent-batches", type=int,
+                   help="batches processed at once (default 0: 4 on cpu, 2 on gpu)")
     _add_hashing(p)
     _add_lists(p)
     p.set_defaults(func=cmd_serve)
@@ -277,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print PDQ's 7 other rotations/flips (pdq_variants)")
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
     p.add_argument("files", nargs="+", metavar="FILE")
+    _add_backend(p)
     p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=False))
 
     p = sub.add_parser("match", help="hash files and match them against lists")
@@ -285,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
     _add_lists(p, greedy=False)
     p.add_argument("files", nargs="+", metavar="FILE")
+    _add_backend(p)
     p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=True))
 
     p = sub.add_parser("scan", help="hash and match every file under a directory")
@@ -297,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print the summary as one JSON line on standard error")
     _add_hashing(p)
     _add_lists(p)
+    _add_backend(p)
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("lists", help="compile and inspect list snapshots")

@@ -9,6 +9,7 @@ answer UNAVAILABLE until then, Hash works from the start.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import os
@@ -16,8 +17,8 @@ import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -31,7 +32,8 @@ from prometheus_client import start_http_server
 from appliance import __version__, convert
 from appliance import signals as sig
 from appliance.audit import AuditLog
-from appliance.backend import Backend, select_backend
+from appliance.backend import Backend, make_pipeline, select_backend
+from appliance.batching import Batcher, Clock, MonotonicClock, resolve_concurrency
 from appliance.config import Config
 from appliance.errors import (
     ConfigError,
@@ -40,10 +42,12 @@ from appliance.errors import (
     NotReady,
     Overloaded,
     RequestFault,
+    ShuttingDown,
 )
 from appliance.hashers.digests import Digester
-from appliance.index.snapshot import Hit
+from appliance.index.snapshot import Hit, Snapshot
 from appliance.loading import Catalog, Loaded
+from appliance.logs import log_event
 from appliance.metrics import Metrics
 from appliance.pipeline import Item, ItemResult, Pipeline, suppress_allowed
 from appliance.reloader import ListManager, describe
@@ -58,8 +62,51 @@ _MESSAGE_OVERHEAD = 1 << 20
 # Precomputed hashes in one Lookup.
 MAX_LOOKUP_HASHES = 100_000
 
+# The id of the request being served: from the client's x-request-id metadata,
+# else a new one; it is in the audit log, the logs and the trailing metadata.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+_REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _request_id_of(context: Any) -> str:
+    """The client's x-request-id when it is a short plain token, else a new id."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128 \
+                and set(value) <= _REQUEST_ID_CHARS:
+            return value
+    return uuid.uuid4().hex
+
+
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One file in the batcher's queue, with the snapshot its request matches
+    against (taken once per request, so a reload never splits a request)."""
+
+    item: Item
+    snapshot: Snapshot | None
+
+
+def run_work(pipeline: Pipeline, pool: Executor, work: Sequence[Work]) -> list[ItemResult]:
+    """One batch from the batcher through the pipeline: usually one snapshot,
+    two only while a reload swaps them (each part runs on its own)."""
+    results: list[ItemResult | None] = [None] * len(work)
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(work):
+        groups.setdefault(id(w.snapshot), []).append(i)
+    for positions in groups.values():
+        snapshot = work[positions[0]].snapshot
+        done = pipeline.run([work[i].item for i in positions], snapshot, pool)
+        for i, result in zip(positions, done, strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def _size_of(work: Work) -> int:
+    return len(work.item.content)
 
 
 @dataclass
@@ -70,10 +117,19 @@ class App:
     backend: Backend
     metrics: Metrics
     pipeline: Pipeline
+    # Hashing and decoding threads (the pipeline's pool).
     pool: ThreadPoolExecutor
+    # Threads that each drive one batch through the pipeline (they wait on
+    # ``pool`` and on the device; kept apart so a driver never waits for a
+    # pool slot that another driver holds).
+    batch_pool: ThreadPoolExecutor
     lists: ListManager
+    batcher: Batcher[Work, ItemResult]
+    clock: Clock
     audit: AuditLog | None = None
     inflight: int = 0
+    # Set on shutdown: new RPCs are refused with UNAVAILABLE.
+    closing: bool = False
 
 
 def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Awaitable[Resp]]:
@@ -84,10 +140,18 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
     async def wrapper(self: ApplianceService, request: Req, context: Any) -> Resp:
         app = self.app
         code = "OK"
+        started = time.perf_counter()
+        rid = _request_id_of(context)
+        token = REQUEST_ID.set(rid)
         app.metrics.inflight.inc()
         app.inflight += 1
         try:
+            context.set_trailing_metadata((("x-request-id", rid),))
+            if app.closing:
+                app.metrics.shed.labels("shutdown").inc()
+                raise ShuttingDown("the server is shutting down")
             if app.inflight > app.config.server.max_inflight_requests:
+                app.metrics.shed.labels("inflight").inc()
                 raise Overloaded(
                     f"{app.config.server.max_inflight_requests} requests already in flight"
                 )
@@ -98,15 +162,23 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
         except Exception as exc:  # a bug: say INTERNAL, keep serving, log the trace
             code = "INTERNAL"
-            log.exception("%s failed", name)
+            log.exception("%s failed", name, extra={"request_id": rid})
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
             raise
         finally:
             app.inflight -= 1
             app.metrics.inflight.dec()
             app.metrics.requests.labels(name, code).inc()
+            REQUEST_ID.reset(token)
+            # One line per RPC: at DEBUG when it went well, else at INFO (never content).
+            log_event(log, logging.DEBUG if code == "OK" else logging.INFO, "rpc",
+                      request_id=rid, method=name, code=code,
+                      seconds=round(time.perf_counter() - started, 6))
 
     return wrapper
 
@@ -124,27 +196,20 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             raise NotReady(f"hash lists are not loaded yet{': ' + error if error else ''}")
         return loaded
 
-    async def _process(self, items: Sequence[Item], match: bool) -> list[ItemResult]:
+    async def _process(
+        self, items: Sequence[Item], match: bool, context: Any
+    ) -> list[ItemResult]:
+        """Queue the items in the batcher; their results once their batches ran."""
         app, loop = self.app, asyncio.get_running_loop()
         # One snapshot per request: every item of it is matched against the same version.
         loaded = self._snapshot() if match else None
-        request_id = uuid.uuid4().hex
-        app.metrics.queue_depth.inc(len(items))
-        submitted = time.perf_counter()
-
-        def hash_one(item: Item) -> ItemResult:
-            app.metrics.stage_seconds.labels("queue").observe(time.perf_counter() - submitted)
-            return app.pipeline.hash_item(item)
-
-        try:
-            results = list(
-                await asyncio.gather(*(loop.run_in_executor(app.pool, hash_one, i) for i in items))
-            )
-            if loaded is not None:
-                await loop.run_in_executor(app.pool, app.pipeline.match, results, loaded.snapshot)
-        finally:
-            app.metrics.queue_depth.dec(len(items))
-        app.pipeline.record(results)
+        snapshot = loaded.snapshot if loaded is not None else None
+        request_id = REQUEST_ID.get()
+        if not match:
+            items = [replace(i, match=False) for i in items]
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else app.clock.now() + remaining
+        results = await app.batcher.submit([Work(i, snapshot) for i in items], deadline)
         if app.audit is not None:
             for result in results:
                 if result.matches:
@@ -157,12 +222,16 @@ class ApplianceService(pb_grpc.ApplianceServicer):
 
     @_rpc
     async def Hash(self, request: pb.FileRequest, context: Any) -> pb.FileResponse:
-        [result] = await self._process([convert.item_from_request(request)], match=False)
+        [result] = await self._process(
+            [convert.item_from_request(request)], match=False, context=context
+        )
         return pb.FileResponse(result=convert.result_to_pb(result))
 
     @_rpc
     async def Match(self, request: pb.FileRequest, context: Any) -> pb.FileResponse:
-        [result] = await self._process([convert.item_from_request(request)], match=True)
+        [result] = await self._process(
+            [convert.item_from_request(request)], match=True, context=context
+        )
         return pb.FileResponse(result=convert.result_to_pb(result))
 
     @_rpc
@@ -178,7 +247,7 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         if total > limits.max_batch_bytes:
             raise Overloaded(f"{total} bytes exceeds max_batch_bytes={limits.max_batch_bytes}")
         items = [convert.item_from_request(f) for f in request.files]
-        results = await self._process(items, match=True)
+        results = await self._process(items, match=True, context=context)
         return pb.BatchResponse(results=[convert.result_to_pb(r) for r in results])
 
     @_rpc
@@ -204,7 +273,7 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         item = Item(
             first.id, content, tuple(first.signals), digests=digester.digests(), streamed=True
         )
-        [result] = await self._process([item], match=True)
+        [result] = await self._process([item], match=True, context=context)
         return pb.FileResponse(result=convert.result_to_pb(result))
 
     @_rpc
@@ -237,7 +306,7 @@ class ApplianceService(pb_grpc.ApplianceServicer):
                 [q for _, _, q in queries],
             )
             hits.update((index, h) for (index, _, _), h in zip(queries, per_query, strict=True))
-        request_id = uuid.uuid4().hex
+        request_id = REQUEST_ID.get()
         for index, found in hits.items():
             found = suppress_allowed(found)
             results[index].matches.extend(convert.hits_to_pb(found))
@@ -311,14 +380,27 @@ class ServerHandle:
         return await self.app.lists.reload(reason)
 
     async def stop(self, grace: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, new requests refused (UNAVAILABLE), every
+        accepted request finished and answered, within ``grace`` seconds; what is
+        still running after that is cancelled."""
+        grace = self.app.config.server.grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        self.app.closing = True
         for task in (self._load_task, self._watch_task):
             if task is not None and not task.done():
                 task.cancel()
-        await self.server.stop(self.app.config.server.grace_seconds if grace is None else grace)
+        # The batcher drains its queue while the server waits for the RPCs that
+        # await it; both within the grace period.
+        drain = asyncio.ensure_future(self.app.batcher.close(drain=True))
+        await self.server.stop(grace)
+        try:
+            await asyncio.wait_for(drain, timeout=max(0.1, grace))
+        except TimeoutError:
+            log.warning("shutdown: the batcher did not drain within %.1f s", grace)
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+        self.app.batch_pool.shutdown(wait=True, cancel_futures=True)
         self.app.pool.shutdown(wait=True, cancel_futures=True)
         self.app.lists.close()
         if self.app.audit is not None:
@@ -340,27 +422,52 @@ async def create_server(
     config: Config,
     loader: Callable[[Config], Loaded] | None = None,
     metrics_http: bool = True,
+    clock: Clock | None = None,
 ) -> ServerHandle:
     """Build, bind and start a server; the lists load in the background.
 
-    Port 0 in the config binds a free port; the handle says which.
+    Port 0 in the config binds a free port; the handle says which. ``clock``
+    drives the batcher's timers (tests).
     """
-    backend = select_backend(config.server.backend)
+    backend = select_backend(config.server.backend, config.gpu)
     metrics = Metrics()
     metrics.backend_info.labels(backend.name, backend.device).set(1)
     workers = config.server.workers or os.cpu_count() or 1
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work")
+    pipeline = make_pipeline(config, backend, metrics)
     catalog = Catalog()
+    load = loader or catalog.load
+
+    def load_and_prepare(config: Config) -> Loaded:
+        # In the list loader's thread, before the swap: the GPU pipeline uploads
+        # the new snapshot here, so no request waits for it.
+        loaded = load(config)
+        pipeline.prepare_snapshot(loaded.snapshot)
+        return loaded
+
+    # Batches run at once: each has a driver thread, which waits on the worker
+    # pool (hashing, decoding) and, on a GPU, on the device.
+    concurrency = resolve_concurrency(config.batching, backend.name)
+    batch_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="appliance-batch")
+
+    async def run_batch(work: list[Work]) -> list[ItemResult]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(batch_pool, run_work, pipeline, pool, work)
+
+    clock = clock or MonotonicClock()
     app = App(
         config=config,
         backend=backend,
         metrics=metrics,
-        pipeline=Pipeline(config, metrics),
+        pipeline=pipeline,
         pool=pool,
+        batch_pool=batch_pool,
         lists=ListManager(
-            config, metrics, loader or catalog.load,
+            config, metrics, load_and_prepare,
             catalog.fingerprints if loader is None else None,
         ),
+        batcher=Batcher(run_batch, config.batching, _size_of, concurrency, clock, metrics),
+        clock=clock,
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )
     limits = config.limits

@@ -108,10 +108,12 @@ def box_filter(src, dst, offsets, heights, widths, along_cols):  # type: ignore[
 
 @cuda.jit
 def finish(plane, offsets, heights, widths, dct, hashes, qualities):  # type: ignore[no-untyped-def]
-    """Image blockIdx.x (256 threads): decimate to 64x64, quality, DCT, median, bits."""
+    """Image blockIdx.x (256 threads): decimate to 64x64, quality, DCT, then per
+    variant the median and bits (hashes has 1 or 8 rows per image)."""
     a = cuda.shared.array(shape=(64, 64), dtype=float32)
     t_mat = cuda.shared.array(shape=(16, 64), dtype=float32)
     bv = cuda.shared.array(shape=256, dtype=float32)
+    vv = cuda.shared.array(shape=256, dtype=float32)
     part = cuda.shared.array(shape=256, dtype=int32)
     bits = cuda.shared.array(shape=256, dtype=int32)
     med = cuda.shared.array(shape=1, dtype=float32)
@@ -169,28 +171,61 @@ def finish(plane, offsets, heights, widths, dct, hashes, qualities):  # type: ig
             s = _fadd(s, _fmul(t_mat[i, k], dct[j, k]))
         bv[o] = s
     cuda.syncthreads()
-    # Lower median: the value with at most 127 smaller values and more than 127 <= it.
-    for o in range(tid, 256, nthreads):
-        v = bv[o]
-        less = 0
-        leq = 0
-        for k in range(256):
-            x = bv[k]
-            if x < v:
-                less += 1
-            if x <= v:
-                leq += 1
-        if less <= MEDIAN_RANK and leq > MEDIAN_RANK:
-            med[0] = v
-    cuda.syncthreads()
-    m = med[0]
-    for o in range(tid, 256, nthreads):
-        bits[o] = 1 if bv[o] > m else 0
-    cuda.syncthreads()
-    # Bit k = 16i + j lands in byte 31 - k // 8, at 1 << (k % 8).
-    for byte in range(tid, 32, nthreads):
-        k0 = 8 * (31 - byte)
-        val = 0
-        for b in range(8):
-            val |= bits[k0 + b] << b
-        hashes[img, byte] = uint8(val)
+    # One hash per variant: the image as is, or its 8 rotations/flips (the
+    # reference's order) when hashes has 8 rows per image. A rotation or flip
+    # transposes B and negates odd-frequency rows or columns (see the CPU twin's
+    # _dihedral_bits); each variant is thresholded at its own median.
+    nvar = hashes.shape[0] // qualities.shape[0]
+    for variant in range(nvar):
+        for o in range(tid, 256, nthreads):
+            i = o // 16
+            j = o % 16
+            x = bv[o]
+            dest = o
+            neg = False
+            if variant == 1:  # rot90
+                dest = j * 16 + i
+                neg = j % 2 == 0
+            elif variant == 2:  # rot180
+                neg = (i + j) % 2 == 1
+            elif variant == 3:  # rot270
+                dest = j * 16 + i
+                neg = i % 2 == 0
+            elif variant == 4:  # flipX
+                neg = i % 2 == 0
+            elif variant == 5:  # flipY
+                neg = j % 2 == 0
+            elif variant == 6:  # flip+1: transpose
+                dest = j * 16 + i
+            elif variant == 7:  # flip-1: anti-transpose
+                dest = j * 16 + i
+                neg = (i + j) % 2 == 1
+            vv[dest] = -x if neg else x
+        cuda.syncthreads()
+        # Lower median: the value with at most 127 smaller values and more than 127 <= it.
+        for o in range(tid, 256, nthreads):
+            v = vv[o]
+            less = 0
+            leq = 0
+            for k in range(256):
+                x = vv[k]
+                if x < v:
+                    less += 1
+                if x <= v:
+                    leq += 1
+            if less <= MEDIAN_RANK and leq > MEDIAN_RANK:
+                med[0] = v
+        cuda.syncthreads()
+        m = med[0]
+        for o in range(tid, 256, nthreads):
+            bits[o] = 1 if vv[o] > m else 0
+        cuda.syncthreads()
+        # Bit k = 16i + j lands in byte 31 - k // 8, at 1 << (k % 8).
+        row = img * nvar + variant
+        for byte in range(tid, 32, nthreads):
+            k0 = 8 * (31 - byte)
+            val = 0
+            for b in range(8):
+                val |= bits[k0 + b] << b
+            hashes[row, byte] = uint8(val)
+        cuda.syncthreads()  # vv, med and bits are reused by the next variant

@@ -31,13 +31,15 @@ def _kernel() -> Any:
     return _digests_cuda.digest
 
 
-def digest_batch(data: Any, offsets: Any, lengths: Any, xp: Any) -> tuple[Any, Any, Any]:
+def digest_batch(
+    data: Any, offsets: Any, lengths: Any, xp: Any, stream: Any = 0
+) -> tuple[Any, Any, Any]:
     """data: (B,) uint8 flat buffer of all files; offsets, lengths: (N,) int64.
 
     Returns (md5 (N, 16) uint8, sha1 (N, 20) uint8, sha256 (N, 32) uint8),
     row i the digests of ``data[offsets[i]:offsets[i] + lengths[i]]``, on the
-    device of ``xp`` (numpy/cupy). Raises ValueError if a file lies outside
-    ``data``.
+    device of ``xp`` (numpy/cupy), computed on numba ``stream``. Raises
+    ValueError if a file lies outside ``data``.
     """
     data = xp.ascontiguousarray(data, dtype=xp.uint8).reshape(-1)
     offsets = xp.ascontiguousarray(offsets, dtype=xp.int64).reshape(-1)
@@ -57,5 +59,5 @@ def digest_batch(data: Any, offsets: Any, lengths: Any, xp: Any) -> tuple[Any, A
     # Longest first, so a warp's threads walk about as many blocks each.
     order = xp.ascontiguousarray(xp.argsort(lengths)[::-1], dtype=xp.int64)
     blocks = -(-n // THREADS)
-    _kernel()[blocks, THREADS](data, offsets, lengths, order, md5, sha1, sha256)
+    _kernel()[blocks, THREADS, stream](data, offsets, lengths, order, md5, sha1, sha256)
     return md5, sha1, sha256

@@ -23,11 +23,11 @@ def _kernel() -> Any:
     return _exact_cuda.lookup
 
 
-def find(keys: Any, queries: Any, xp: Any) -> tuple[Any, Any]:
+def find(keys: Any, queries: Any, xp: Any, stream: Any = 0) -> tuple[Any, Any]:
     """(first (Q,) int64, count (Q,) int64): the run of ``keys`` equal to each query."""
     first = xp.zeros(queries.shape[0], dtype=xp.int64)
     count = xp.zeros(queries.shape[0], dtype=xp.int64)
     if queries.shape[0] and keys.shape[0]:
         blocks = -(-queries.shape[0] // THREADS)
-        _kernel()[blocks, THREADS](keys, queries, first, count)
+        _kernel()[blocks, THREADS, stream](keys, queries, first, count)
     return first, count

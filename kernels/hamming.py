@@ -40,7 +40,13 @@ def _kernel() -> Any:
 
 
 def launch(
-    entries: Any, queries: Any, radius: int, capacity: int, xp: Any, blocks_x: int = 0
+    entries: Any,
+    queries: Any,
+    radius: int,
+    capacity: int,
+    xp: Any,
+    blocks_x: int = 0,
+    stream: Any = 0,
 ) -> tuple[Any, Any, Any, int]:
     """One launch: (query index, entry position, distance) arrays of the hits
     found and the total number of hits (which may exceed ``capacity``: then
@@ -54,22 +60,22 @@ def launch(
     if n and q:
         grid_x = blocks_x or max(1, min(1024, -(-n // THREADS)))
         grid = (grid_x, -(-q // TILE_Q))
-        kernel[grid, THREADS](entries, queries, radius, out_q, out_e, out_d, counter)
+        kernel[grid, THREADS, stream](entries, queries, radius, out_q, out_e, out_d, counter)
     total = int(counter[0])
     return out_q, out_e, out_d, total
 
 
 def search(
-    entries: Any, queries: Any, radius: int, xp: Any, capacity: int = 1 << 16
+    entries: Any, queries: Any, radius: int, xp: Any, capacity: int = 1 << 16, stream: Any = 0
 ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.int32]]:
     """All hits within ``radius``, sorted by (query, distance, entry), on the host.
 
     Overflow is handled, never dropped: if the first launch counted more hits
     than ``capacity``, it runs again with room for exactly that many.
     """
-    out_q, out_e, out_d, total = launch(entries, queries, radius, capacity, xp)
+    out_q, out_e, out_d, total = launch(entries, queries, radius, capacity, xp, stream=stream)
     if total > capacity:
-        out_q, out_e, out_d, total = launch(entries, queries, radius, total, xp)
+        out_q, out_e, out_d, total = launch(entries, queries, radius, total, xp, stream=stream)
     qi, ei, di = (_host(a[:total]) for a in (out_q, out_e, out_d))
     order = np.lexsort((ei, di, qi))
     return qi[order], ei[order], di[order]

@@ -147,7 +147,8 @@ def test_demo_writes_what_it_promises(tmp_path: Path) -> None:
 def test_bad_usage_exits_2() -> None:
     assert run("frobnicate", check=False).returncode == 2
     proc = run("serve", "--backend", "gpu", "--port", "0", "--metrics-port", "0", check=False)
-    assert proc.returncode == 2 and "not available" in proc.stderr
+    assert proc.returncode == 2 and "--backend gpu: " in proc.stderr
+    assert "use --backend cpu" in proc.stderr
 
 
 def test_serve_then_match_against_it(tmp_path: Path) -> None:

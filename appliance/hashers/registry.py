@@ -9,7 +9,7 @@ the signal registry and one here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from appliance.decode import Decoded
@@ -55,12 +55,19 @@ GROUPS: dict[str, GroupHasher] = {"pdq": _pdq, **{name: _family for name in FAMI
 
 
 def hash_pixels(
-    decoded: Decoded, names: Sequence[str], options: PixelOptions
+    decoded: Decoded,
+    names: Sequence[str],
+    options: PixelOptions,
+    groups: Mapping[str, GroupHasher] = GROUPS,
 ) -> list[HashValue]:
-    """All requested pixel signals of one decoded image, each group called once."""
+    """All requested pixel signals of one decoded image, each group called once.
+
+    ``groups`` replaces the group of some signals (the GPU backend leaves PDQ
+    to its kernel); the order of the hashes stays the same.
+    """
     by_group: dict[GroupHasher, list[str]] = {}
     for name in names:
-        by_group.setdefault(GROUPS[name], []).append(name)
+        by_group.setdefault(groups[name], []).append(name)
     out: list[HashValue] = []
     for group, wanted in by_group.items():
         out.extend(group(decoded, wanted, options))

@@ -320,7 +320,19 @@ class ExactIndex:
 
         The returned arrays are read-only.
         """
-        first, count = self.find(queries)
+        return self.rows_of(*self.find(queries))
+
+    def query_words(self, queries: NDArray[np.uint8]) -> NDArray[np.uint64]:
+        """(Q, W) uint8 queries as the (Q, K) uint64 words ``keys`` are sorted by."""
+        return _words_of(queries, self.width, "queries")
+
+    def rows_of(
+        self, first: NDArray[np.int64], count: NDArray[np.int64]
+    ) -> list[NDArray[np.int64]]:
+        """``lookup``'s answer from ``find``'s (first, count), wherever they were
+        computed (the GPU kernel of kernels.exact gives the same two arrays)."""
+        first = np.ascontiguousarray(first, dtype=np.int64)
+        count = np.ascontiguousarray(count, dtype=np.int64)
         flat = _gather(self._rows, first, count)
         flat.flags.writeable = False
         starts = np.cumsum(count) - count

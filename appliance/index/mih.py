@@ -441,6 +441,11 @@ class MultiIndexHamming:
         index._init(width, words, rows, offsets, ids)
         return index
 
+    def query_words(self, queries: NDArray[np.uint8], radius: int) -> NDArray[np.uint64]:
+        """(Q, W) uint8 queries packed as ``to_arrays()["words"]`` are (checked first)."""
+        check_queries(queries, self.width, radius)
+        return _pack(queries)
+
     def probes(self, radius: int) -> int:
         """Buckets one query probes at this radius (chunks x masks of radius // chunks bits)."""
         return self.n_chunks * len(_masks(min(radius // self.n_chunks, CHUNK_BITS)))

@@ -86,6 +86,10 @@ class _ExactMatcher:
     ) -> None:
         self._index = index or ExactIndex(values, rows)
 
+    @property
+    def index(self) -> ExactIndex:
+        return self._index
+
     def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
         return [(rows, np.zeros(len(rows), dtype=np.int32)) for rows in self._index.lookup(queries)]
 
@@ -107,6 +111,10 @@ class _HammingMatcher:
         index: MultiIndexHamming | None = None,
     ) -> None:
         self._index = index or MultiIndexHamming(values, rows)
+
+    @property
+    def index(self) -> MultiIndexHamming:
+        return self._index
 
     def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
         return self._index.search(queries, radius)
@@ -174,6 +182,9 @@ FROM_ARRAYS: dict[MatchKind, Callable[[Mapping[str, NDArray[Any]]], _Matcher]] =
 }
 
 ListKind = Literal["block", "allow"]
+
+Finder = Callable[["ListIndex", str, NDArray[np.uint8], int], list[Found]]
+"""(list, signal, (Q, W) queries, radius) -> per query (rows, distances), as _Matcher.find."""
 
 
 class ListIndex:
@@ -243,6 +254,7 @@ class Snapshot:
         signal: str,
         values: Sequence[bytes],
         qualities: Sequence[int | None] | None = None,
+        finder: Finder | None = None,
     ) -> list[list[Hit]]:
         """All hits of each value over all lists, in the order of ``values``.
 
@@ -252,6 +264,8 @@ class Snapshot:
         below the minimum gets no hits. Each value's hits are ordered by
         (distance, list name, entry id). Raises ItemFault(UNKNOWN_SIGNAL) for
         an unregistered signal and ValueError for a value of the wrong width.
+        ``finder`` searches in place of the lists' own matchers (a GPU copy of
+        them); it must keep their contract.
         """
         spec = get_signal(signal)
         if qualities is not None and len(qualities) != len(values):
@@ -278,7 +292,10 @@ class Snapshot:
         queries = np.frombuffer(b"".join(values[i] for i in wanted), dtype=np.uint8)
         queries = queries.reshape(len(wanted), spec.nbytes)
         for index in indexes:
-            found = index.matchers[spec.name].find(queries, radius)
+            if finder is None:
+                found = index.matchers[spec.name].find(queries, radius)
+            else:
+                found = finder(index, spec.name, queries, radius)
             for i, (positions, distances) in zip(wanted, found, strict=True):
                 query = spec.format(values[i])
                 results[i].extend(

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.hashers.pdq import pdq_from_rgb
+from appliance.hashers.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 from kernels.pdq import pdq_batch
 
 
@@ -91,3 +91,13 @@ def test_rejects_non_rgb(xp: Any) -> None:
         pdq_batch([np.zeros((8, 8), dtype=np.uint8)], xp)
     with pytest.raises(ValueError):
         pdq_batch([np.zeros((8, 8, 3), dtype=np.float32)], xp)
+
+
+def test_dihedral_batch_matches_cpu_twin(xp: Any) -> None:
+    images = _images()[2:6]
+    hashes, qualities = pdq_batch(images, xp, dihedral=True)
+    assert hashes.shape == (len(images), 8, 32)
+    for rgb, rows, q in zip(images, hashes, qualities, strict=True):
+        want, want_q = pdq_dihedral_from_rgb(rgb)
+        assert [r.tobytes() for r in rows] == want, rgb.shape
+        assert int(q) == want_q

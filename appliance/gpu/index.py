@@ -1,0 +1,132 @@
+"""The lists' indexes in device memory, searched by the kernels of ``kernels``.
+
+A ``DeviceIndex`` mirrors one ``Snapshot``: for each list and signal, the
+arrays its kernel searches are uploaded once, when the snapshot is built (in
+the list loader's thread, before the swap), and a reload re-uploads only the
+lists that changed: an unchanged ``ListIndex`` object keeps its device copy.
+
+- exact signals (digests): the sorted key words of the host ``ExactIndex``;
+  ``kernels.exact`` finds each query's run of keys, and the host index turns
+  runs into entry rows (hits are few; the rows stay in host memory);
+- Hamming signals: the host ``MultiIndexHamming``'s packed words, padded with
+  zero words to the kernel's four (a zero word adds no distance), searched by
+  the tiled brute force of ``kernels.hamming``; hit positions map to rows on
+  the host;
+- Euclidean signals (PhotoDNA, looked up, never computed) stay on the host.
+
+Search goes through ``Snapshot.match`` with a finder, so hits, their order,
+the quality gate and the radius are the CPU path's by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from appliance.gpu.device import Device
+from appliance.index.exact import ExactIndex
+from appliance.index.hamming import Found, group_hits
+from appliance.index.mih import MultiIndexHamming
+from appliance.index.snapshot import Hit, ListIndex, Snapshot
+from appliance.signals import SIGNALS
+from kernels import exact as exact_kernel
+from kernels import hamming as hamming_kernel
+
+_KERNEL_WORDS = hamming_kernel.WORDS
+
+
+def _pad_words(words: NDArray[np.uint64]) -> NDArray[np.uint64]:
+    """(N, k <= 4) uint64 -> (N, 4), zero words appended (the kernel reads 4)."""
+    if words.shape[1] > _KERNEL_WORDS:
+        raise ValueError(f"hashes of {words.shape[1]} words exceed the kernel's {_KERNEL_WORDS}")
+    if words.shape[1] == _KERNEL_WORDS:
+        return np.ascontiguousarray(words)
+    out = np.zeros((words.shape[0], _KERNEL_WORDS), dtype=np.uint64)
+    out[:, : words.shape[1]] = words
+    return out
+
+
+@dataclass
+class _DeviceList:
+    """One list's device arrays, by signal (exact keys or padded Hamming words)."""
+
+    arrays: dict[str, Any] = field(default_factory=dict)
+    nbytes: int = 0
+
+
+def _upload_list(index: ListIndex, device: Device) -> _DeviceList:
+    out = _DeviceList()
+    for signal, matcher in index.matchers.items():
+        kind = SIGNALS[signal].match
+        if kind == "exact":
+            host = np.asarray(matcher.to_arrays()["keys"])
+        elif kind == "hamming":
+            host = _pad_words(np.asarray(matcher.to_arrays()["words"]))
+        else:
+            continue
+        out.arrays[signal] = device.upload(host)
+        out.nbytes += int(host.nbytes)
+    return out
+
+
+class DeviceIndex:
+    """A snapshot's searchable arrays on ``device``; ``match`` is ``Snapshot.match``'s twin."""
+
+    def __init__(
+        self, snapshot: Snapshot, device: Device, previous: DeviceIndex | None = None
+    ) -> None:
+        self.snapshot = snapshot
+        self.device = device
+        reuse = previous._lists if previous is not None else {}
+        # Keyed by the ListIndex object: the Catalog hands back the same object
+        # for a list that did not change, so its device copy is reused.
+        self._lists: dict[int, tuple[ListIndex, _DeviceList]] = {}
+        for index in snapshot.indexes:
+            kept = reuse.get(id(index))
+            if kept is not None and kept[0] is index:
+                self._lists[id(index)] = kept
+            else:
+                self._lists[id(index)] = (index, _upload_list(index, device))
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes held by the uploaded arrays."""
+        return sum(d.nbytes for _, d in self._lists.values())
+
+    def match(
+        self, signal: str, values: list[bytes], qualities: list[int | None] | None = None
+    ) -> list[list[Hit]]:
+        """``Snapshot.match`` with the search done on the device."""
+        return self.snapshot.match(signal, values, qualities, finder=self._find)
+
+    def _find(
+        self, index: ListIndex, signal: str, queries: NDArray[np.uint8], radius: int
+    ) -> list[Found]:
+        arrays = self._lists[id(index)][1].arrays
+        matcher: Any = index.matchers[signal]
+        if signal not in arrays:
+            return list(matcher.find(queries, radius))
+        if SIGNALS[signal].match == "exact":
+            return self._find_exact(matcher.index, arrays[signal], queries)
+        return self._find_hamming(matcher.index, arrays[signal], queries, radius)
+
+    def _find_exact(self, host: ExactIndex, keys: Any, queries: NDArray[np.uint8]) -> list[Found]:
+        dev = self.device
+        words = dev.upload(host.query_words(queries))
+        first, count = exact_kernel.find(keys, words, dev.xp, stream=dev.kernel_stream)
+        rows = host.rows_of(dev.to_host(first), dev.to_host(count))
+        return [(r, np.zeros(len(r), dtype=np.int32)) for r in rows]
+
+    def _find_hamming(
+        self, host: MultiIndexHamming, entries: Any, queries: NDArray[np.uint8], radius: int
+    ) -> list[Found]:
+        dev = self.device
+        words = dev.upload(_pad_words(host.query_words(queries, radius)))
+        qi, pos, dist = hamming_kernel.search(
+            entries, words, radius, dev.xp, stream=dev.kernel_stream
+        )
+        rows = np.asarray(host.to_arrays()["rows"])[pos].astype(np.int64)
+        return group_hits(qi.astype(np.intp), rows, dist, len(queries))

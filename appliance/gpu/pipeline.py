@@ -1,0 +1,200 @@
+"""The pipeline of the GPU backends: CPU threads prepare, the device computes.
+
+A batch goes through two stages:
+
+1. CPU, on the worker pool, outside the device lock: the checks, decoding,
+   the imagehash family, and the digests of files of at least
+   ``gpu.digest_cpu_min_bytes`` (one GPU thread walks one file's blocks in
+   sequence, so a large file is faster on a CPU core), all by the CPU
+   pipeline's own ``hash_item``, which leaves placeholders for the rest;
+2. device, one batch at a time under the device lock: the fused digest
+   kernel over all small files, the PDQ kernels over all decoded images (with
+   the 8 dihedral variants when configured), and the match against the
+   snapshot's ``DeviceIndex``.
+
+Because only stage 2 holds the lock, the CPU stage of the next batch runs
+while the device works on this one (the server runs several batches at once;
+``appliance scan`` keeps two in flight).
+
+Any exception in stage 2 (out of device memory, a kernel launch failure) is
+a GPU fault: it is logged and counted in ``appliance_gpu_fallbacks_total``,
+and the whole batch is redone on the CPU path, so the caller still gets the
+same answers. ``fault_hook`` lets tests inject such faults.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import replace
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.gpu.device import Device
+from appliance.gpu.index import DeviceIndex
+from appliance.index.snapshot import Snapshot
+from appliance.metrics import Metrics
+from appliance.pipeline import (
+    PENDING_QUALITY,
+    Deferred,
+    Item,
+    ItemResult,
+    Pipeline,
+    _to_match,
+)
+from appliance.signals import HashValue
+from kernels.digests import digest_batch
+from kernels.pdq import pdq_batch
+
+log = logging.getLogger("appliance.gpu")
+
+_DIGEST_COLUMNS = {"md5": 0, "sha1": 1, "sha256": 2}
+
+
+class GpuFault(RuntimeError):
+    """A failure of the device during a batch (raised by injected faults in tests)."""
+
+
+class GpuPipeline(Pipeline):
+    def __init__(self, config: Config, device: Device, metrics: Metrics | None = None) -> None:
+        super().__init__(config, metrics)
+        self.device = device
+        self.digest_cpu_min = config.gpu.digest_cpu_min_bytes
+        # Called with a stage name ("digest", "perceptual", "match", "upload")
+        # before the device does it; tests raise from it to inject a fault.
+        self.fault_hook: Callable[[str], None] | None = None
+        self._index: DeviceIndex | None = None
+        self._index_lock = threading.Lock()
+
+    # -- the lists ------------------------------------------------------------
+
+    def prepare_snapshot(self, snapshot: Snapshot) -> None:
+        """Upload a new snapshot's indexes (lists that did not change keep their
+        device copy). Runs in the list loader's thread before the swap. If the
+        upload fails, batches match that snapshot on the CPU (counted as an
+        "upload" fallback) and serving goes on."""
+        try:
+            self._inject("upload")
+            with self.device.scope():
+                index = DeviceIndex(snapshot, self.device, self._index)
+        except Exception:
+            log.exception("uploading the lists to the device failed; matching on the CPU")
+            self._count_fallback("upload")
+            return
+        with self._index_lock:
+            self._index = index  # the old copy is freed once no batch uses it
+        if self.metrics is not None:
+            self.metrics.gpu_memory.labels("index").set(index.nbytes)
+            self.metrics.gpu_memory.labels("pool").set(self.device.pool_bytes())
+
+    def _device_index(self, snapshot: Snapshot) -> DeviceIndex | None:
+        with self._index_lock:
+            index = self._index
+        return index if index is not None and index.snapshot is snapshot else None
+
+    # -- a batch ----------------------------------------------------------------
+
+    def run(
+        self, items: Sequence[Item], snapshot: Snapshot | None, pool: Executor
+    ) -> list[ItemResult]:
+        deferred = [Deferred(self.digest_cpu_min) for _ in items]
+        results = list(pool.map(self.hash_item, items, deferred))
+        stage = "digest"
+        try:
+            with self.device.scope():
+                self._inject(stage)
+                with self._stage("digest"):
+                    self._digests(items, results, deferred)
+                stage = "perceptual"
+                self._inject(stage)
+                with self._stage("perceptual"):
+                    self._pdq(results, deferred)
+                if snapshot is not None:
+                    stage = "match"
+                    self._match(items, results, snapshot)
+        except Exception:
+            log.exception("GPU fault in the %s stage; the batch is redone on the CPU", stage)
+            self._count_fallback(stage)
+            return super().run(items, snapshot, pool)
+        self.record(results)
+        return results
+
+    def _inject(self, stage: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(stage)
+
+    def _count_fallback(self, stage: str) -> None:
+        if self.metrics is not None:
+            self.metrics.gpu_fallbacks.labels(stage).inc()
+
+    def _digests(
+        self, items: Sequence[Item], results: list[ItemResult], deferred: list[Deferred]
+    ) -> None:
+        """The fused digest kernel over every file whose digests were deferred."""
+        todo = [i for i, d in enumerate(deferred) if d.digest_names and results[i].error is None]
+        if not todo:
+            return
+        dev = self.device
+        lengths = np.array([len(items[i].content) for i in todo], dtype=np.int64)
+        offsets = np.zeros(len(todo), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        total = int(lengths.sum())
+        flat = dev.staging(max(1, total))
+        for i, offset, length in zip(todo, offsets.tolist(), lengths.tolist(), strict=True):
+            flat[offset : offset + length] = np.frombuffer(items[i].content, dtype=np.uint8)
+        columns = digest_batch(
+            dev.upload(flat), dev.upload(offsets), dev.upload(lengths), dev.xp,
+            stream=dev.kernel_stream,
+        )
+        host = [dev.to_host(c) for c in columns]
+        for row, i in enumerate(todo):
+            hashes = results[i].hashes
+            for k, value in enumerate(hashes):
+                column = _DIGEST_COLUMNS.get(value.signal)
+                if column is not None and value.value == b"":
+                    hashes[k] = HashValue(value.signal, host[column][row].tobytes())
+
+    def _pdq(self, results: list[ItemResult], deferred: list[Deferred]) -> None:
+        """The PDQ kernels over every decoded image, filling the placeholders in order."""
+        images = [img for d in deferred for img in d.images]
+        if not images:
+            return
+        dev = self.device
+        dihedral = self.options.pdq_dihedral
+        hashes, qualities = pdq_batch(
+            images, dev.xp, dihedral=dihedral, host_buffer=dev.staging, stream=dev.kernel_stream
+        )
+        rows = hashes.reshape(len(images), -1, 32)
+        image = 0
+        for result, d in zip(results, deferred, strict=True):
+            if not d.images:
+                continue
+            slots = [k for k, h in enumerate(result.hashes)
+                     if h.signal == "pdq" and h.quality == PENDING_QUALITY]
+            per_image = rows.shape[1]
+            if len(slots) != per_image * len(d.images):
+                raise RuntimeError(f"{result.id}: {len(slots)} PDQ placeholders "
+                                   f"for {len(d.images)} image(s)")
+            for n in range(len(d.images)):
+                for v in range(per_image):
+                    k = slots[n * per_image + v]
+                    result.hashes[k] = replace(
+                        result.hashes[k],
+                        value=rows[image][v].tobytes(),
+                        quality=int(qualities[image]),
+                    )
+                image += 1
+
+    def _match(self, items: Sequence[Item], results: list[ItemResult], snapshot: Snapshot) -> None:
+        index = self._device_index(snapshot)
+        wanted = _to_match(items, results)
+        if index is None:
+            # This snapshot's upload failed (or it was never prepared): the host
+            # indexes answer, as on the CPU backend.
+            self.match(wanted, snapshot)
+            return
+        self._inject("match")
+        self.match(wanted, snapshot, lookup=index.match)

@@ -1,0 +1,262 @@
+"""The GPU pipeline (backend gpu-sim here: NumPy and the CUDA simulator; on a
+real GPU the same tests run on the device) against the CPU pipeline: the same
+hashes in the same order, the same matches, the same errors; the device index
+against the host snapshot; reloads; and the fall-back to the CPU on a fault.
+
+Images stay tiny: the simulator runs every CUDA thread as a Python thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from appliance.backend import Backend, make_pipeline, select_backend
+from appliance.config import Config, GpuConfig, HashingConfig, MatchingConfig
+from appliance.gpu.index import DeviceIndex
+from appliance.gpu.pipeline import GpuFault, GpuPipeline
+from appliance.hashers.pdq import pdq_from_rgb
+from appliance.index.snapshot import ListIndex, Snapshot
+from appliance.lists import parse_csv
+from appliance.metrics import Metrics
+from appliance.pipeline import Item, ItemResult, Pipeline
+from tests.helpers import encode, synthetic_image
+from tests.kernels.conftest import GPU
+
+SIGNALS = ("md5", "sha1", "sha256", "pdq", "phash", "dhash")
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    return select_backend("gpu" if GPU else "gpu-sim")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as p:
+        yield p
+
+
+def _images() -> list[tuple[str, bytes]]:
+    pictures = [synthetic_image(i, size) for i, size in
+                enumerate([(32, 24), (40, 40), (64, 64), (20, 30), (9, 7)])]
+    files = [(f"img{i}.png", encode(p)) for i, p in enumerate(pictures)]
+    files.append(("img.jpg", encode(synthetic_image(9, (48, 36)), "JPEG", quality=80)))
+    # EXIF orientation 6 (turned 90 degrees): the "exif" variant is hashed too.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files.append(("exif.jpg", encode(synthetic_image(11, (36, 28)), "JPEG", exif=exif)))
+    return files
+
+
+def _items(signals: tuple[str, ...] = SIGNALS) -> list[Item]:
+    files = _images()
+    items = [Item(name, data, signals) for name, data in files]
+    items += [
+        Item("text.txt", b"not an image " * 40, signals),  # digests, PDQ skipped
+        Item("empty", b"", signals),
+        Item("edge-55", b"x" * 55, ("md5", "sha1", "sha256")),
+        Item("edge-64", b"y" * 64, ("sha256",)),
+        Item("corrupt.png", files[0][1][:60], signals),
+        Item("hash-only", files[1][1], signals, match=False),
+    ]
+    return items
+
+
+def _listed_snapshot(matching: MatchingConfig) -> Snapshot:
+    """A list with some of the test files' digests and PDQ hashes."""
+    files = dict(_images())
+    rgb = np.asarray(Image.open(__import__("io").BytesIO(files["img2.png"])).convert("RGB"))
+    pdq, _ = pdq_from_rgb(rgb)
+    near = bytearray(pdq)
+    near[0] ^= 0b111  # 3 bits away
+    rows = [
+        "id,md5,sha256,pdq,category",
+        f"by-md5,{hashlib.md5(files['img0.png']).hexdigest()},,,a",
+        f"by-sha256,,{hashlib.sha256(files['img.jpg']).hexdigest()},,b",
+        f"by-pdq,,,{bytes(near).hex()},c",
+        f"text,{hashlib.md5(b'not an image ' * 40).hexdigest()},,,d",
+    ]
+    listed = parse_csv("\n".join(rows).encode(), "listed")
+    return Snapshot([listed], matching)
+
+
+def _config(**matching: object) -> Config:
+    return Config(
+        matching=MatchingConfig(pdq_quality_min=0, **matching),  # type: ignore[arg-type]
+        hashing=HashingConfig(exif_orientation=True),
+        # Small, so that some of the files are digested on the CPU threads.
+        gpu=GpuConfig(digest_cpu_min_bytes=3000),
+    )
+
+
+def _as_tuples(results: list[ItemResult]) -> list[object]:
+    return [
+        (r.id, r.size, r.hashes, sorted(r.skipped.items()), r.error, r.matches) for r in results
+    ]
+
+
+@pytest.mark.parametrize("dihedral", [False, True], ids=["plain", "dihedral"])
+def test_gpu_pipeline_answers_as_the_cpu_pipeline(
+    backend: Backend, pool: ThreadPoolExecutor, dihedral: bool
+) -> None:
+    config = _config(pdq_dihedral=dihedral)
+    snapshot = _listed_snapshot(config.matching)
+    gpu = make_pipeline(config, backend)
+    assert isinstance(gpu, GpuPipeline)
+    gpu.prepare_snapshot(snapshot)
+    items = _items()
+    want = Pipeline(config).run(items, snapshot, pool)
+    got = gpu.run(items, snapshot, pool)
+    assert _as_tuples(got) == _as_tuples(want)
+    # The comparison has teeth: matches, errors, skipped signals and variants occur.
+    by_id = {r.id: r for r in got}
+    assert {h.entry_id for h in by_id["img0.png"].matches} == {"by-md5"}
+    assert {h.entry_id for h in by_id["img.jpg"].matches} == {"by-sha256"}
+    assert [h.entry_id for h in by_id["img2.png"].matches] == ["by-pdq"]
+    assert by_id["empty"].error is not None and by_id["corrupt.png"].skipped
+    assert not by_id["hash-only"].matches
+    # With dihedral on, the EXIF turn is one of the 8 variants already hashed.
+    assert any(h.variant == "exif" for h in by_id["exif.jpg"].hashes) != dihedral
+    variants = {h.variant for h in by_id["img1.png"].hashes if h.signal == "pdq"}
+    assert len(variants) == (8 if dihedral else 1)
+
+
+def test_digests_of_small_and_large_files_equal_hashlib(
+    backend: Backend, pool: ThreadPoolExecutor
+) -> None:
+    config = replace(Config(), gpu=GpuConfig(digest_cpu_min_bytes=100))
+    rng = np.random.default_rng(5)
+    lengths = [1, 55, 56, 63, 64, 65, 99, 100, 119, 120, 4097]
+    items = [Item(str(n), rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
+                  ("md5", "sha1", "sha256")) for n in lengths]
+    results = make_pipeline(config, backend).run(items, None, pool)
+    for item, result in zip(items, results, strict=True):
+        assert [h.value for h in result.hashes] == [
+            hashlib.md5(item.content).digest(),
+            hashlib.sha1(item.content).digest(),
+            hashlib.sha256(item.content).digest(),
+        ], item.id
+
+
+def _lookup_snapshot() -> Snapshot:
+    rng = np.random.default_rng(3)
+    pdq = [bytes(rng.integers(0, 256, 32, dtype=np.uint8)) for _ in range(40)]
+    phash = [bytes(rng.integers(0, 256, 8, dtype=np.uint8)) for _ in range(40)]
+    rows = ["id,md5,sha1,pdq,phash"]
+    for i in range(40):
+        md5 = hashlib.md5(str(i % 30).encode()).hexdigest()  # duplicates across entries
+        sha1 = hashlib.sha1(str(i).encode()).hexdigest() if i % 3 else ""
+        rows.append(f"e{i},{md5},{sha1},{pdq[i].hex()},{phash[i].hex()}")
+    return Snapshot([parse_csv("\n".join(rows).encode(), "big")], MatchingConfig())
+
+
+def _flip(value: bytes, n: int, rng: np.random.Generator) -> bytes:
+    bits = np.frombuffer(value, dtype=np.uint8).copy()
+    for b in rng.choice(len(value) * 8, n, replace=False):
+        bits[b // 8] ^= 1 << (b % 8)
+    return bits.tobytes()
+
+
+def test_device_index_answers_as_the_host_snapshot(backend: Backend) -> None:
+    snapshot = _lookup_snapshot()
+    device_index = DeviceIndex(snapshot, backend.gpu)
+    hl = snapshot.lists[0]
+    rng = np.random.default_rng(9)
+    pdq_values = hl.columns["pdq"].values
+    pdq_queries = [_flip(pdq_values[i].tobytes(), int(d), rng)
+                   for i, d in zip(range(0, 40, 2), rng.integers(0, 45, 20), strict=True)]
+    phash_queries = [_flip(v.tobytes(), 3 * k % 13, rng)
+                     for k, v in enumerate(hl.columns["phash"].values[:12])]
+    cases = {
+        "md5": [hashlib.md5(str(i).encode()).digest() for i in range(35)],
+        "sha1": [hashlib.sha1(str(i).encode()).digest() for i in range(45)],
+        "pdq": pdq_queries,
+        "phash": phash_queries,
+    }
+    hits = 0
+    for signal, queries in cases.items():
+        want = snapshot.match(signal, queries)
+        got = device_index.match(signal, queries)
+        assert got == want, signal
+        hits += sum(map(len, got))
+    assert hits > 60
+    assert device_index.nbytes > 0
+
+
+def test_a_reload_uploads_only_the_lists_that_changed(backend: Backend) -> None:
+    metrics = Metrics()
+    gpu = make_pipeline(Config(), backend, metrics)
+    assert isinstance(gpu, GpuPipeline)
+    keep = ListIndex(_lookup_snapshot().lists[0])
+    first = Snapshot([keep, ListIndex(parse_csv(b"id,md5\nx," + b"a" * 32, "other"))],
+                     MatchingConfig())
+    gpu.prepare_snapshot(first)
+    index_one = gpu._device_index(first)
+    assert index_one is not None
+    second = Snapshot([keep, ListIndex(parse_csv(b"id,md5\ny," + b"b" * 32, "other"))],
+                      MatchingConfig())
+    gpu.prepare_snapshot(second)
+    index_two = gpu._device_index(second)
+    assert index_two is not None and gpu._device_index(first) is None
+    assert index_two._lists[id(keep)][1] is index_one._lists[id(keep)][1]
+    other_one = next(d for i, d in index_one._lists.values() if i.name == "other")
+    other_two = next(d for i, d in index_two._lists.values() if i.name == "other")
+    assert other_two is not other_one
+    assert metrics.registry.get_sample_value(
+        "appliance_gpu_memory_bytes", {"kind": "index"}) == index_two.nbytes
+
+
+@pytest.mark.parametrize("stage", ["digest", "perceptual", "match"])
+def test_a_gpu_fault_redoes_the_batch_on_the_cpu(
+    backend: Backend, pool: ThreadPoolExecutor, stage: str
+) -> None:
+    config = _config()
+    snapshot = _listed_snapshot(config.matching)
+    metrics = Metrics()
+    gpu = make_pipeline(config, backend, metrics)
+    assert isinstance(gpu, GpuPipeline)
+    gpu.prepare_snapshot(snapshot)
+
+    def fail(at: str) -> None:
+        if at == stage:
+            raise GpuFault(f"injected fault in {at}")
+
+    gpu.fault_hook = fail
+    items = _items()
+    got = gpu.run(items, snapshot, pool)
+    want = Pipeline(config).run(items, snapshot, pool)
+    assert _as_tuples(got) == _as_tuples(want)
+    assert metrics.registry.get_sample_value(
+        "appliance_gpu_fallbacks_total", {"stage": stage}) == 1
+    gpu.fault_hook = None  # and the next batch is back on the device
+    assert _as_tuples(gpu.run(items, snapshot, pool)) == _as_tuples(want)
+    assert metrics.registry.get_sample_value(
+        "appliance_gpu_fallbacks_total", {"stage": stage}) == 1
+
+
+def test_a_failed_upload_matches_on_the_host(backend: Backend, pool: ThreadPoolExecutor) -> None:
+    config = _config()
+    snapshot = _listed_snapshot(config.matching)
+    metrics = Metrics()
+    gpu = make_pipeline(config, backend, metrics)
+    assert isinstance(gpu, GpuPipeline)
+
+    def fail(at: str) -> None:
+        if at == "upload":
+            raise GpuFault("out of memory (injected)")
+
+    gpu.fault_hook = fail
+    gpu.prepare_snapshot(snapshot)
+    assert gpu._device_index(snapshot) is None
+    items = _items()[:3]
+    got = gpu.run(items, snapshot, pool)
+    assert _as_tuples(got) == _as_tuples(Pipeline(config).run(items, snapshot, pool))
+    assert metrics.registry.get_sample_value(
+        "appliance_gpu_fallbacks_total", {"stage": "upload"}) == 1
