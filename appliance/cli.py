@@ -38,6 +38,7 @@ def _config(args: argparse.Namespace) -> cfg.Config:
         "audit_log": getattr(args, "audit_log", None),
         "grace_seconds": getattr(args, "grace_seconds", None),
         "log_format": getattr(args, "log_format", None),
+        "log_requests": getattr(args, "log_requests", None),
     }
     batching = {
         key: getattr(args, key, None)
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log", help="append every match to this JSON-lines file")
     p.add_argument("--log-format", choices=["text", "json"],
                    help="text (default) or one JSON object per line")
+    p.add_argument("--log-requests", action="store_true", default=None,
+                   help="log every RPC (request id, method, code, seconds), not only failures")
     p.add_argument("--grace-seconds", type=float,
                    help="on SIGTERM, time given to accepted requests (default 10)")
     g = p.add_argument_group("batching (see README: Serving at scale)")

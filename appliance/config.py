@@ -46,6 +46,9 @@ class ServerConfig:
     watch_lists_seconds: float = 0.0
     # "text" for people, "json" for log pipelines: one JSON object per line.
     log_format: LogFormat = "text"
+    # Log every RPC (an access log: request id, method, code, seconds); without
+    # it only RPCs that did not end OK are logged.
+    log_requests: bool = False
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,8 @@ class App:
     clock: Clock
     audit: AuditLog | None = None
     inflight: int = 0
+    # RPCs admitted (past the shutdown and in-flight checks) and not finished.
+    admitted: int = 0
     # Set on shutdown: new RPCs are refused with UNAVAILABLE.
     closing: bool = False
 
@@ -155,7 +157,11 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
                 raise Overloaded(
                     f"{app.config.server.max_inflight_requests} requests already in flight"
                 )
-            return await method(self, request, context)
+            app.admitted += 1
+            try:
+                return await method(self, request, context)
+            finally:
+                app.admitted -= 1
         except RequestFault as fault:
             code = fault.grpc_code
             await context.abort(getattr(grpc.StatusCode, code), str(fault))
@@ -175,8 +181,10 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
             app.metrics.inflight.dec()
             app.metrics.requests.labels(name, code).inc()
             REQUEST_ID.reset(token)
-            # One line per RPC: at DEBUG when it went well, else at INFO (never content).
-            log_event(log, logging.DEBUG if code == "OK" else logging.INFO, "rpc",
+            # One line per RPC (never content): always when it failed, and for
+            # every RPC with server.log_requests.
+            quiet = code == "OK" and not app.config.server.log_requests
+            log_event(log, logging.DEBUG if quiet else logging.INFO, "rpc",
                       request_id=rid, method=name, code=code,
                       seconds=round(time.perf_counter() - started, 6))
 
@@ -389,14 +397,20 @@ class ServerHandle:
         for task in (self._load_task, self._watch_task):
             if task is not None and not task.done():
                 task.cancel()
-        # The batcher drains its queue while the server waits for the RPCs that
-        # await it; both within the grace period.
-        drain = asyncio.ensure_future(self.app.batcher.close(drain=True))
-        await self.server.stop(grace)
+        # Drain first, with the server still up: the queue empties and every
+        # admitted RPC sends its answer, while new RPCs get a clean UNAVAILABLE.
+        # Only then does the gRPC server stop (it cancels what is left).
+        end = time.monotonic() + grace
         try:
-            await asyncio.wait_for(drain, timeout=max(0.1, grace))
+            await asyncio.wait_for(self.app.batcher.close(drain=True), timeout=max(0.0, grace))
+            while self.app.admitted and time.monotonic() < end:
+                await asyncio.sleep(0.005)
         except TimeoutError:
-            log.warning("shutdown: the batcher did not drain within %.1f s", grace)
+            pass
+        if self.app.admitted:
+            log.warning("shutdown: %d requests still running after %.1f s of grace; "
+                        "they are cancelled", self.app.admitted, grace)
+        await self.server.stop(max(0.0, end - time.monotonic()))
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from appliance.batching import Clock
 from appliance.config import Config, LimitsConfig, MatchingConfig, ServerConfig
 from appliance.loading import Loaded
 from appliance.server import ServerHandle, create_server
@@ -114,16 +115,28 @@ class ServerThread:
     """A real grpc.aio server on its own event loop thread, for sync test code."""
 
     def __init__(
-        self, config: Config, loader: Callable[[Config], Loaded] | None = None
+        self,
+        config: Config,
+        loader: Callable[[Config], Loaded] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.handle: ServerHandle = self.call(create_server(config, loader))
+        self.handle: ServerHandle = self.call(create_server(config, loader, clock=clock))
         self.address = f"127.0.0.1:{self.handle.port}"
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def run_soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the server's loop (e.g. advance a FakeClock) and wait for it."""
+
+        async def call() -> None:
+            fn()
+            await asyncio.sleep(0.05)  # let the woken tasks run
+
+        self.call(call())
 
     def wait_ready(self) -> Loaded:
         return self.call(self.handle.wait_ready())

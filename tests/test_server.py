@@ -224,7 +224,8 @@ def test_metrics_endpoint(server: ServerThread, stub: pb_grpc.ApplianceStub,
         "appliance_files_total", "appliance_bytes_total", "appliance_matches_total",
         "appliance_batch_size_bucket", "appliance_stage_seconds_bucket",
         "appliance_queue_depth", "appliance_index_entries", "appliance_backend_info",
-        "appliance_errors_total",
+        "appliance_errors_total", "appliance_queue_bytes", "appliance_batch_fill_ratio_bucket",
+        "appliance_batches_running", "appliance_inflight_requests", "appliance_requests_total",
     ):
         assert required in names, required
     assert samples[("appliance_matches_total", (("list", "demo"), ("signal", "pdq")))] >= 1
@@ -301,7 +302,7 @@ def test_inflight_limit_answers_resource_exhausted() -> None:
         release.wait(30)
         return original(item)
 
-    srv.handle.app.pipeline.hash_item = blocking  # type: ignore[method-assign]
+    srv.handle.app.pipeline.hash_item = blocking  # type: ignore[method-assign,assignment]
     try:
         with grpc.insecure_channel(srv.address) as channel:
             stub = pb_grpc.ApplianceStub(channel)
