@@ -10,6 +10,8 @@
 - Host-to-device copy GB/s of the index arrays.
 - Fused MD5+SHA-1+SHA-256 (kernels.digests) on 4096 files of 256 KiB, GB/s,
   device-side, vs hashlib on one thread; digests checked on a sample first.
+- One file alone through the digest kernel vs one CPU core, by size: where
+  a large file is better sent to the CPU threads (gpu.digest_cpu_min_bytes).
 - PDQ of decoded 1024x768 images (kernels.pdq, a batch of 512) vs the CPU
   exact path on one thread, images/s; hashes checked identical first.
 
@@ -135,6 +137,26 @@ def main() -> int:
     cpu_gbs = sample * size / (time.perf_counter() - start) / 1e9
     rows_out.append(("digests md5+sha1+sha256 GB/s", f"{files}x{size >> 10} KiB",
                      f"{gpu_gbs:,.2f}", f"{cpu_gbs:,.2f}"))
+
+    # -- where large files go to the CPU --------------------------------------------
+    # One GPU thread walks one file's blocks in sequence: time one file alone on
+    # the device against one CPU core, by size (gpu.digest_cpu_min_bytes).
+    for size in ((1024, 4096) if args.tiny else (64 << 10, 256 << 10, 1 << 20, 4 << 20)):
+        one = xp.asarray(blob[:size]) if size <= blob.nbytes else xp.asarray(
+            rng.integers(0, 256, size, dtype=np.uint8))
+        off1, len1 = np.zeros(1, np.int64), np.full(1, size, np.int64)
+        digests.digest_batch(one, off1, len1, xp)
+        sync()
+        start = time.perf_counter()
+        digests.digest_batch(one, off1, len1, xp)
+        sync()
+        gpu_one = time.perf_counter() - start
+        part = np.asarray(one.get() if hasattr(one, "get") else one).tobytes()
+        start = time.perf_counter()
+        hashlib.md5(part).digest(), hashlib.sha1(part).digest(), hashlib.sha256(part).digest()
+        cpu_one = time.perf_counter() - start
+        rows_out.append(("one file alone, ms (gpu thread)", f"{size >> 10} KiB",
+                         f"{gpu_one * 1e3:,.2f}", f"{cpu_one * 1e3:,.2f}"))
 
     # -- PDQ ------------------------------------------------------------------------
     count, (height, width) = (2, (30, 20)) if args.tiny else (512, (768, 1024))

@@ -28,8 +28,10 @@ Phases:
   bounded; starts skipped at the cap are counted). The server has a small queue
   (64 files, 64 MiB) and each call a ``--deadline`` (2 s). Shown: accepted
   files/s, the shed fraction (RESOURCE_EXHAUSTED), DEADLINE_EXCEEDED, the p99 of
-  accepted requests against the unloaded p99 (target: within 2x), and the
-  server's peak memory (VmHWM at the end, VmRSS sampled during the run).
+  accepted requests against the unloaded p99 (target: within 2x), the files/s
+  the server hashed (above the accepted rate: work spent on requests whose
+  caller had given up), and the server's peak memory (VmHWM at the end, VmRSS
+  sampled during the run).
 
 Client and server share the machine: the client is one process, one asyncio
 loop with ``grpc.aio``, and its CPU use is printed with each phase (with the
@@ -398,7 +400,8 @@ async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespac
             await watcher
         peak_rss = server.hwm_mb()
     finally:
-        shutdown_s, shutdown_rc = await asyncio.to_thread(server.stop)
+        # Blocking on purpose: it must run even when this task is being cancelled.
+        shutdown_s, shutdown_rc = server.stop()
 
     measured = [s for s in samples if start <= s.started < end]
     ok = [s for s in measured if s.code == "OK"]
@@ -420,7 +423,10 @@ async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespac
     server_cpu = None
     if window.server_cpu[0] is not None and window.server_cpu[1] is not None:
         server_cpu = (window.server_cpu[1] - window.server_cpu[0]) / args.seconds
-    load = f"{spec.callers} callers" if spec.callers else f"open {spec.rate:.0f}/s"
+    if spec.callers:
+        load = f"{spec.callers} caller{'s' if spec.callers > 1 else ''}"
+    else:
+        load = f"open {spec.rate:.0f}/s"
     return PhaseResult(
         name=spec.name,
         load=load,
@@ -570,9 +576,15 @@ async def run(args: argparse.Namespace, requests: Requests) -> list[PhaseResult]
     return list(results.values())
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that SIGTERM too stops the servers on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     began = time.perf_counter()
+    load_before = os.getloadavg()
     corpus = build_corpus(args.small, args.large, args.large_fraction, seed=args.seed)
     print(f"corpus: {corpus.describe()} (made in {time.perf_counter() - began:.1f} s)")
     requests = Requests(corpus)
@@ -582,8 +594,11 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}"
     today = datetime.date.today().isoformat()
+    # Others' processes on a shared machine take CPU from both client and server.
+    load = f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     print()
-    print(f"{today}, {machine}; {args.seconds:g} s per phase after {args.warmup:g} s warm-up")
+    print(f"{today}, {machine}; {args.seconds:g} s per phase after {args.warmup:g} s warm-up; "
+          f"{load}")
     print(f"corpus: {corpus.describe()}")
     print()
     print(table(results))
@@ -610,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
                 "platform": platform.platform(),
                 "python": platform.python_version(),
             },
+            "load_average": {"before": load_before[0], "after": os.getloadavg()[0]},
             "args": vars(args),
             "corpus": corpus.describe(),
             "phases": [asdict(r) for r in results],

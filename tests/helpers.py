@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import re
 import subprocess
@@ -20,22 +19,11 @@ from appliance.batching import Clock
 from appliance.config import Config, LimitsConfig, MatchingConfig, ServerConfig
 from appliance.loading import Loaded
 from appliance.server import ServerHandle, create_server
+from tests.imaging import encode, synthetic_image
+
+__all__ = ["encode", "synthetic_image"]  # re-exported: most tests import them from here
 
 T = TypeVar("T")
-
-
-def synthetic_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
-    """A textured RGB picture (high PDQ quality), deterministic in ``seed``."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    planes = [
-        128 + 90 * np.sin(xx / rng.uniform(3, 12) + rng.uniform(0, 6))
-        * np.cos(yy / rng.uniform(3, 12) + rng.uniform(0, 6))
-        for _ in range(3)
-    ]
-    pixels = np.clip(np.stack(planes, axis=-1) + rng.normal(0, 8, (h, w, 3)), 0, 255)
-    return Image.fromarray(pixels.astype(np.uint8), "RGB")
 
 
 def scene_image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
@@ -94,12 +82,6 @@ def picture_field(
     n = max(1, h * w // 500)
     out[rng.integers(0, h, n), rng.integers(0, w, n)] = 1.0
     return out
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def make_config(**limits: int) -> Config:
