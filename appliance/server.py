@@ -401,8 +401,9 @@ class ServerHandle:
         # admitted RPC sends its answer, while new RPCs get a clean UNAVAILABLE.
         # Only then does the gRPC server stop (it cancels what is left).
         end = time.monotonic() + grace
+        drain = asyncio.ensure_future(self.app.batcher.close(drain=True))
         try:
-            await asyncio.wait_for(self.app.batcher.close(drain=True), timeout=max(0.0, grace))
+            await asyncio.wait_for(asyncio.shield(drain), timeout=grace)
             while self.app.admitted and time.monotonic() < end:
                 await asyncio.sleep(0.005)
         except TimeoutError:
@@ -411,6 +412,10 @@ class ServerHandle:
             log.warning("shutdown: %d requests still running after %.1f s of grace; "
                         "they are cancelled", self.app.admitted, grace)
         await self.server.stop(max(0.0, end - time.monotonic()))
+        if not drain.done():
+            # Out of grace: what is still queued is refused; running batches end.
+            await self.app.batcher.close(drain=False)
+            await drain
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
