@@ -29,6 +29,8 @@ class ItemCode:
     MALFORMED_HASH = "MALFORMED_HASH"
     LOW_QUALITY = "LOW_QUALITY"
     UNREADABLE = "UNREADABLE"  # the CLI could not read a local file
+    # Not processed: its request's deadline passed first (the caller has gone).
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL = "INTERNAL"
 
 

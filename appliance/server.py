@@ -38,6 +38,7 @@ from appliance.config import Config
 from appliance.errors import (
     ConfigError,
     InvalidRequest,
+    ItemCode,
     ItemFault,
     NotReady,
     Overloaded,
@@ -49,7 +50,7 @@ from appliance.index.snapshot import Hit, Snapshot
 from appliance.loading import Catalog, Loaded
 from appliance.logs import log_event
 from appliance.metrics import Metrics
-from appliance.pipeline import Item, ItemResult, Pipeline, suppress_allowed
+from appliance.pipeline import Item, ItemError, ItemResult, Pipeline, suppress_allowed
 from appliance.reloader import ListManager, describe
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
@@ -88,14 +89,28 @@ class Work:
 
     item: Item
     snapshot: Snapshot | None
+    # The request's deadline on the batcher's clock, if it has one.
+    deadline: float | None = None
 
 
-def run_work(pipeline: Pipeline, pool: Executor, work: Sequence[Work]) -> list[ItemResult]:
+def run_work(
+    pipeline: Pipeline, pool: Executor, work: Sequence[Work], clock: Clock
+) -> list[ItemResult]:
     """One batch from the batcher through the pipeline: usually one snapshot,
-    two only while a reload swaps them (each part runs on its own)."""
+    two only while a reload swaps them (each part runs on its own).
+
+    Files whose request's deadline has already passed are not processed: their
+    caller has been answered DEADLINE_EXCEEDED by gRPC, and under overload
+    that work would only delay the requests that can still be answered in time.
+    """
     results: list[ItemResult | None] = [None] * len(work)
     groups: dict[int, list[int]] = {}
+    now = clock.now()
     for i, w in enumerate(work):
+        if w.deadline is not None and w.deadline <= now:
+            results[i] = ItemResult(id=w.item.id, size=len(w.item.content), error=ItemError(
+                ItemCode.DEADLINE_EXCEEDED, "the request's deadline passed before this file ran"))
+            continue
         groups.setdefault(id(w.snapshot), []).append(i)
     for positions in groups.values():
         snapshot = work[positions[0]].snapshot
@@ -217,7 +232,9 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             items = [replace(i, match=False) for i in items]
         remaining = context.time_remaining()
         deadline = None if remaining is None else app.clock.now() + remaining
-        results = await app.batcher.submit([Work(i, snapshot) for i in items], deadline)
+        results = await app.batcher.submit(
+            [Work(i, snapshot, deadline) for i in items], deadline
+        )
         if app.audit is not None:
             for result in results:
                 if result.matches:
@@ -469,11 +486,14 @@ async def create_server(
     concurrency = resolve_concurrency(config.batching, backend.name)
     batch_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="appliance-batch")
 
+    batch_clock: Clock = clock or MonotonicClock()
+
     async def run_batch(work: list[Work]) -> list[ItemResult]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(batch_pool, run_work, pipeline, pool, work)
+        return await loop.run_in_executor(
+            batch_pool, run_work, pipeline, pool, work, batch_clock
+        )
 
-    clock = clock or MonotonicClock()
     app = App(
         config=config,
         backend=backend,
@@ -485,8 +505,8 @@ async def create_server(
             config, metrics, load_and_prepare,
             catalog.fingerprints if loader is None else None,
         ),
-        batcher=Batcher(run_batch, config.batching, _size_of, concurrency, clock, metrics),
-        clock=clock,
+        batcher=Batcher(run_batch, config.batching, _size_of, concurrency, batch_clock, metrics),
+        clock=batch_clock,
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )
     limits = config.limits

@@ -201,3 +201,21 @@ def test_sigterm_under_load_answers_every_accepted_request() -> None:
             assert code in ("UNAVAILABLE", "CANCELLED"), (rid, code, codes)
     assert sum(code == "OK" for _, code, late in calls if late) >= 1, codes  # drained
     assert codes["OK"] == sum(code == "OK" for code in served.values())
+
+
+def test_files_whose_deadline_passed_before_their_batch_ran_are_skipped() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from appliance.pipeline import Item, Pipeline
+    from appliance.server import Work, run_work
+
+    clock = FakeClock(start=50.0)
+    work = [Work(Item("late", b"abc", ("md5",)), None, deadline=49.0),
+            Work(Item("in-time", b"abc", ("md5",)), None, deadline=51.0),
+            Work(Item("no-deadline", b"abc", ("md5",)), None)]
+    with ThreadPoolExecutor(2) as pool:
+        late, in_time, no_deadline = run_work(Pipeline(Config()), pool, work, clock)
+    assert late.id == "late" and late.error is not None
+    assert late.error.code == "DEADLINE_EXCEEDED" and not late.hashes
+    digest = hashlib.md5(b"abc").digest()
+    assert [h.value for h in in_time.hashes] == [h.value for h in no_deadline.hashes] == [digest]
