@@ -34,7 +34,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from appliance.config import BatchingConfig
@@ -134,16 +134,25 @@ class FakeClock:
         return sum(not t.cancelled for t in self._timers)
 
 
-def resolve_concurrency(config: BatchingConfig, backend: str) -> int:
-    """Batches run at once: ``max_concurrent_batches``, or when 0 a default by backend.
+def resolve(config: BatchingConfig, backend: str, workers: int) -> BatchingConfig:
+    """``config`` with its automatic (0) batch size and concurrency made concrete.
 
-    GPU: 2, so one batch is prepared on the host while the other is on the
-    device; more would only compete for device memory. CPU: 4, so the worker
-    pool stays busy through one batch's stragglers and match step.
+    GPU: batches of 256 files, 2 at once, so one batch is prepared on the host
+    while the other is on the device (more would only compete for device
+    memory), and kernels see enough images to fill the device.
+    CPU: batches of one file per worker thread, 2 at once. A CPU batch gains
+    little from size (its files are hashed one per thread either way; batching
+    saves the hand-offs and gives the index batches of queries), while every
+    file admitted to a running batch adds to the latency of the others: with
+    one file per core and one batch waiting, each file has a core soon after it
+    leaves the queue (measured with benchmarks/load.py; see RESULTS.md).
     """
-    if config.max_concurrent_batches > 0:
-        return config.max_concurrent_batches
-    return 2 if backend.startswith("gpu") else 4
+    gpu = backend.startswith("gpu")
+    return replace(
+        config,
+        max_batch_items=config.max_batch_items or (256 if gpu else max(1, workers)),
+        max_concurrent_batches=config.max_concurrent_batches or 2,
+    )
 
 
 @dataclass(eq=False)
@@ -182,6 +191,8 @@ class Batcher(Generic[T, R]):
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if config.max_batch_items < 1:
+            raise ValueError("max_batch_items must be >= 1 (batching.resolve makes 0 concrete)")
         self._run_batch = run_batch
         self._config = config
         self._size_of = size_of
@@ -239,6 +250,13 @@ class Batcher(Generic[T, R]):
                 f"(max_queue_items={cfg.max_queue_items}, max_queue_bytes={cfg.max_queue_bytes})"
             )
         now = self._clock.now()
+        waited = self._oldest_wait(now)
+        if cfg.max_queue_wait_ms > 0 and waited * 1000 > cfg.max_queue_wait_ms:
+            self._shed("queue_wait")
+            raise Overloaded(
+                f"the oldest queued file has waited {waited * 1000:.0f} ms "
+                f"(max_queue_wait_ms={cfg.max_queue_wait_ms:g})"
+            )
         if deadline is not None and deadline <= now:
             self._shed("deadline")
             raise DeadlineExceeded("the deadline had passed before the request was queued")
@@ -263,6 +281,13 @@ class Batcher(Generic[T, R]):
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _oldest_wait(self, now: float) -> float:
+        """Seconds the oldest request still queued has waited (0 when none is)."""
+        for request in self._queue:
+            if request.queued:
+                return max(0.0, now - request.enqueued_at)
+        return 0.0
 
     async def close(self, drain: bool = True) -> None:
         """Refuse new requests; then finish the accepted ones (``drain``) or refuse

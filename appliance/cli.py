@@ -43,7 +43,8 @@ def _config(args: argparse.Namespace) -> cfg.Config:
     batching = {
         key: getattr(args, key, None)
         for key in ("max_batch_items", "max_batch_bytes", "max_delay_ms",
-                    "max_queue_items", "max_queue_bytes", "max_concurrent_batches")
+                    "max_queue_items", "max_queue_bytes", "max_queue_wait_ms",
+                    "max_concurrent_batches")
     }
     matching = {
         "pdq_threshold": getattr(args, "pdq_threshold", None),
@@ -307,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on SIGTERM, time given to accepted requests (default 10)")
     g = p.add_argument_group("batching (see README: Serving at scale)")
     g.add_argument("--max-batch-items", type=int,
-                   help="files per batch (default 64; 1 turns batching off)")
+                   help="files per batch (default 0: one per worker on cpu, 256 on gpu; "
+                   "1 turns batching off)")
     g.add_argument("--max-batch-bytes", type=int, help="bytes per batch (default 64 MiB)")
     g.add_argument("--max-delay-ms", type=float,
                    help="longest wait for a batch to fill, from its first file (default 2)")
@@ -315,8 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files queued at most; beyond, RESOURCE_EXHAUSTED (default 4096)")
     g.add_argument("--max-queue-bytes", type=int,
                    help="bytes queued at most; beyond, RESOURCE_EXHAUSTED (default 1 GiB)")
+    g.add_argument("--max-queue-wait-ms", type=float,
+                   help="shed new requests while the oldest queued file has waited longer "
+                   "(default 500; 0: never)")
     g.add_argument("--max-concurrent-batches", type=int,
-                   help="batches processed at once (default 0: 4 on cpu, 2 on gpu)")
+                   help="batches processed at once (default 0: 2)")
     _add_hashing(p)
     _add_lists(p)
     p.set_defaults(func=cmd_serve)

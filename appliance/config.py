@@ -58,16 +58,22 @@ class BatchingConfig:
     A batch leaves when it has ``max_batch_items`` files or ``max_batch_bytes``
     bytes, or ``max_delay_ms`` after its first file arrived, whichever comes
     first. The queue in front of it is bounded: a request that would overflow
-    ``max_queue_items`` or ``max_queue_bytes`` is answered RESOURCE_EXHAUSTED at
-    once. ``max_batch_items = 1`` turns batching off (each file alone, at once).
+    ``max_queue_items`` or ``max_queue_bytes``, or that arrives while the
+    oldest queued file has waited more than ``max_queue_wait_ms``, is answered
+    RESOURCE_EXHAUSTED at once. ``max_batch_items = 1`` turns batching off
+    (each file alone, at once). 0 for ``max_batch_items`` or
+    ``max_concurrent_batches`` picks by backend (appliance.batching.resolve).
     """
 
-    max_batch_items: int = 64
+    max_batch_items: int = 0
     max_batch_bytes: int = 64 * MiB
     max_delay_ms: float = 2.0
     max_queue_items: int = 4096
     max_queue_bytes: int = 1024 * MiB
-    # Batches processed at once; 0 picks by backend (see appliance.batching).
+    # Shed new requests while the queue's oldest file has waited longer than
+    # this (0: never): the queue then holds about this much work, whatever the
+    # machine's speed, so accepted requests keep a bounded latency.
+    max_queue_wait_ms: float = 500.0
     max_concurrent_batches: int = 0
 
 
@@ -226,7 +232,6 @@ class Config:
             "limits.max_batch_files": lim.max_batch_files,
             "limits.max_batch_bytes": lim.max_batch_bytes,
             "limits.max_stream_bytes": lim.max_stream_bytes,
-            "batching.max_batch_items": b.max_batch_items,
             "batching.max_batch_bytes": b.max_batch_bytes,
             "batching.max_queue_items": b.max_queue_items,
             "batching.max_queue_bytes": b.max_queue_bytes,
@@ -235,11 +240,16 @@ class Config:
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be positive, got {value}")
-        if b.max_delay_ms < 0 or b.max_concurrent_batches < 0 or self.gpu.device < 0:
-            raise ConfigError(
-                "batching.max_delay_ms, batching.max_concurrent_batches and gpu.device "
-                "must not be negative"
-            )
+        non_negative = {
+            "batching.max_batch_items": b.max_batch_items,
+            "batching.max_delay_ms": b.max_delay_ms,
+            "batching.max_queue_wait_ms": b.max_queue_wait_ms,
+            "batching.max_concurrent_batches": b.max_concurrent_batches,
+            "gpu.device": self.gpu.device,
+        }
+        for name, number in non_negative.items():
+            if number < 0:
+                raise ConfigError(f"{name} must not be negative, got {number}")
         if s.workers < 0 or s.grace_seconds < 0:
             raise ConfigError("server.workers and server.grace_seconds must not be negative")
         if m.photodna_threshold < 0:

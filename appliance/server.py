@@ -33,7 +33,7 @@ from appliance import __version__, convert
 from appliance import signals as sig
 from appliance.audit import AuditLog
 from appliance.backend import Backend, make_pipeline, select_backend
-from appliance.batching import Batcher, Clock, MonotonicClock, resolve_concurrency
+from appliance.batching import Batcher, Clock, MonotonicClock, resolve
 from appliance.config import Config
 from appliance.errors import (
     ConfigError,
@@ -483,7 +483,8 @@ async def create_server(
 
     # Batches run at once: each has a driver thread, which waits on the worker
     # pool (hashing, decoding) and, on a GPU, on the device.
-    concurrency = resolve_concurrency(config.batching, backend.name)
+    batching = resolve(config.batching, backend.name, workers)
+    concurrency = batching.max_concurrent_batches
     batch_pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="appliance-batch")
 
     batch_clock: Clock = clock or MonotonicClock()
@@ -505,7 +506,7 @@ async def create_server(
             config, metrics, load_and_prepare,
             catalog.fingerprints if loader is None else None,
         ),
-        batcher=Batcher(run_batch, config.batching, _size_of, concurrency, batch_clock, metrics),
+        batcher=Batcher(run_batch, batching, _size_of, concurrency, batch_clock, metrics),
         clock=batch_clock,
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )

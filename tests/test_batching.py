@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from appliance.batching import Batcher, FakeClock, MonotonicClock, resolve_concurrency
+from appliance.batching import Batcher, FakeClock, MonotonicClock, resolve
 from appliance.config import BatchingConfig
 from appliance.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from appliance.metrics import Metrics
@@ -32,7 +32,8 @@ async def settle() -> None:
 
 def config(**changes: Any) -> BatchingConfig:
     values: dict[str, Any] = dict(max_batch_items=4, max_batch_bytes=1000, max_delay_ms=10.0,
-                                  max_queue_items=100, max_queue_bytes=100_000)
+                                  max_queue_items=100, max_queue_bytes=100_000,
+                                  max_queue_wait_ms=0.0)
     return BatchingConfig(**(values | changes))
 
 
@@ -655,8 +656,36 @@ def test_empty_request_and_explicit_start() -> None:
         Batcher(Pipeline(), config(), len, 0)
 
 
-def test_resolve_concurrency() -> None:
-    assert resolve_concurrency(BatchingConfig(max_concurrent_batches=3), "cpu") == 3
-    assert resolve_concurrency(BatchingConfig(), "gpu") == 2
-    assert resolve_concurrency(BatchingConfig(), "gpu-sim") == 2
-    assert resolve_concurrency(BatchingConfig(), "cpu") == 4
+def test_resolve_fills_in_the_automatic_settings_by_backend() -> None:
+    given = BatchingConfig(max_batch_items=7, max_concurrent_batches=3)
+    assert resolve(given, "cpu", 16) == given
+    cpu = resolve(BatchingConfig(), "cpu", 16)
+    assert (cpu.max_batch_items, cpu.max_concurrent_batches) == (16, 2)
+    for backend in ("gpu", "gpu-sim"):
+        gpu = resolve(BatchingConfig(), backend, 16)
+        assert (gpu.max_batch_items, gpu.max_concurrent_batches) == (256, 2)
+
+
+def test_a_request_arriving_while_the_oldest_file_waits_too_long_is_shed() -> None:
+    async def body() -> None:
+        clock, pipeline, metrics = FakeClock(), Pipeline(gated=True), Metrics()
+        batcher = make(pipeline, clock, metrics=metrics, concurrency=1, max_batch_items=1,
+                       max_queue_wait_ms=50.0)
+        running = spawn(batcher, ["a"])  # holds the only slot
+        await settle()
+        waiting = spawn(batcher, ["b"])
+        await settle()
+        clock.advance(0.04)
+        third = spawn(batcher, ["c"])  # the oldest has waited 40 ms: admitted
+        await settle()
+        clock.advance(0.02)
+        with pytest.raises(Overloaded, match="max_queue_wait_ms=50"):
+            await batcher.submit(["d"])  # 60 ms
+        assert sample(metrics, "appliance_shed_requests_total", reason="queue_wait") == 1
+        for k in range(3):  # one batch at a time: a, then b, then c
+            pipeline.gates[k].set()
+            await settle()
+        assert running.result() == ["A"] and waiting.result() == ["B"] and third.result() == ["C"]
+        assert pipeline.seen == ["a", "b", "c"]
+
+    run(body)

@@ -32,7 +32,8 @@ DELAY_MS = 60_000.0  # on the fake clock: a batch leaves when full or when the t
 def _config(**batching: Any) -> Config:
     config = make_config()
     return replace(config, batching=replace(
-        BatchingConfig(max_delay_ms=DELAY_MS, max_concurrent_batches=1), **batching))
+        BatchingConfig(max_delay_ms=DELAY_MS, max_concurrent_batches=1, max_batch_items=64,
+                       max_queue_wait_ms=0.0), **batching))
 
 
 def _sample(srv: ServerThread, name: str, **labels: str) -> float:
