@@ -66,7 +66,7 @@ class Metrics:
         )
         self.shed = Counter(
             "appliance_shed_requests",
-            "Requests refused before any work, by reason (queue_full, deadline, "
+            "Requests refused before any work, by reason (queue_full, queue_wait, deadline, "
             "cancelled, inflight, shutdown)", ["reason"], registry=r,
         )
         self.gpu_memory = Gauge(

@@ -418,7 +418,7 @@ async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespac
 
     batches = delta("appliance_batch_size_count")
     fills = delta("appliance_batch_fill_ratio_count")
-    reasons = ("queue_full", "inflight", "deadline", "cancelled", "shutdown")
+    reasons = ("queue_full", "queue_wait", "inflight", "deadline", "cancelled", "shutdown")
     shed = {r: int(delta("appliance_shed_requests_total", f'reason="{r}"')) for r in reasons}
     processed = sum(
         value - before.get(key, 0.0)
