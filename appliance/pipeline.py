@@ -278,10 +278,11 @@ class Pipeline:
         (of the items that ask for matching, when there is a snapshot)."""
         results = list(pool.map(self.hash_item, items))
         if snapshot is not None:
-            self.match(_to_match(items, results), snapshot)
+            self.match(matchable(items, results), snapshot)
         self.record(results)
         return results
 
 
-def _to_match(items: Sequence[Item], results: Sequence[ItemResult]) -> list[ItemResult]:
+def matchable(items: Sequence[Item], results: Sequence[ItemResult]) -> list[ItemResult]:
+    """The results to match: of items that ask for it and were processed."""
     return [r for i, r in zip(items, results, strict=True) if i.match and r.error is None]

@@ -43,7 +43,7 @@ from appliance.pipeline import (
     Item,
     ItemResult,
     Pipeline,
-    _to_match,
+    matchable,
 )
 from appliance.signals import HashValue
 from kernels.digests import digest_batch
@@ -190,7 +190,7 @@ class GpuPipeline(Pipeline):
 
     def _match(self, items: Sequence[Item], results: list[ItemResult], snapshot: Snapshot) -> None:
         index = self._device_index(snapshot)
-        wanted = _to_match(items, results)
+        wanted = matchable(items, results)
         if index is None:
             # This snapshot's upload failed (or it was never prepared): the host
             # indexes answer, as on the CPU backend.
