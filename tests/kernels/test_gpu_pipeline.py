@@ -261,3 +261,45 @@ def test_a_failed_upload_matches_on_the_host(backend: Backend, pool: ThreadPoolE
     assert _as_tuples(got) == _as_tuples(Pipeline(config).run(items, snapshot, pool))
     assert metrics.registry.get_sample_value(
         "appliance_gpu_fallbacks_total", {"stage": "upload"}) == 1
+
+
+def test_the_cpu_stage_of_one_batch_overlaps_the_device_stage_of_another(
+    backend: Backend, pool: ThreadPoolExecutor
+) -> None:
+    """Only the device stage holds the device: while batch 1 is on it, batch 2
+    is decoded and hashed on the CPU threads (and then waits for the device)."""
+    import threading
+
+    gpu = make_pipeline(Config(), backend)
+    assert isinstance(gpu, GpuPipeline)
+    on_device, release = threading.Event(), threading.Event()
+    second_prepared = threading.Event()
+
+    def hold(stage: str) -> None:
+        if stage == "digest" and not on_device.is_set():
+            on_device.set()
+            assert release.wait(60)
+
+    gpu.fault_hook = hold
+    original = gpu.hash_item
+
+    def watched(item: Item, deferred: object = None) -> ItemResult:
+        result = original(item, deferred)  # type: ignore[arg-type]
+        if item.id.startswith("second"):
+            second_prepared.set()
+        return result
+
+    gpu.hash_item = watched  # type: ignore[method-assign]
+    first = [Item("first", b"one" * 10, ("md5",))]
+    second = [Item("second", b"two" * 10, ("md5",))]
+    with ThreadPoolExecutor(2) as drivers:
+        one = drivers.submit(gpu.run, first, None, pool)
+        assert on_device.wait(60)
+        two = drivers.submit(gpu.run, second, None, pool)
+        # Batch 2's CPU stage runs while batch 1 still holds the device.
+        assert second_prepared.wait(60)
+        assert not one.done() and not two.done()
+        release.set()
+        [r1], [r2] = one.result(60), two.result(60)
+    assert r1.hashes[0].value == hashlib.md5(b"one" * 10).digest()
+    assert r2.hashes[0].value == hashlib.md5(b"two" * 10).digest()
