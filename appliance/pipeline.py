@@ -143,6 +143,12 @@ class Pipeline:
         """Called with each newly loaded snapshot before it is swapped in (the
         GPU pipeline uploads it); the CPU pipeline matches on the host as is."""
 
+    def lookup(
+        self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None]
+    ) -> list[list[Hit]]:
+        """Hits of precomputed hashes (the Lookup RPC), as ``Snapshot.match``."""
+        return snapshot.match(signal, values, qualities)
+
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
         start = time.perf_counter()

@@ -325,7 +325,8 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         for name, queries in by_signal.items():
             per_query = await loop.run_in_executor(
                 self.app.pool,
-                loaded.snapshot.match,
+                self.app.pipeline.lookup,
+                loaded.snapshot,
                 name,
                 [v for _, v, _ in queries],
                 [q for _, _, q in queries],

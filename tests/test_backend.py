@@ -17,7 +17,6 @@ import grpc
 import pytest
 
 from appliance.backend import select_backend
-from appliance.config import MatchingConfig
 from appliance.errors import ConfigError
 from appliance.gpu.device import DeviceUnavailable, open_device, probe
 from appliance.v1 import appliance_pb2 as pb
@@ -121,7 +120,12 @@ def test_a_gpu_sim_server_answers_as_a_cpu_server(small_set: tuple[list[Path], P
         pb.FileRequest(id=p.name, content=p.read_bytes(),
                        signals=["md5", "sha1", "sha256", "pdq", "dhash"]) for p in files
     ])
-    replies = {}
+    lookup = pb.LookupRequest(hashes=[
+        pb.Hash(signal="md5", value=hashlib.md5(files[0].read_bytes()).hexdigest()),
+        pb.Hash(signal="sha256", value=hashlib.sha256(files[3].read_bytes()).hexdigest()),
+        pb.Hash(signal="md5", value="0" * 32),
+    ])
+    replies, lookups = {}, {}
     for backend in ("cpu", "gpu-sim"):
         server, address, ready = start_server_process(
             "--backend", backend, "--lists", f"listed={listing}", "--pdq-quality-min", "0")
@@ -130,6 +134,7 @@ def test_a_gpu_sim_server_answers_as_a_cpu_server(small_set: tuple[list[Path], P
             with grpc.insecure_channel(address) as channel:
                 stub = pb_grpc.ApplianceStub(channel)
                 replies[backend] = stub.MatchBatch(request, timeout=120)
+                lookups[backend] = stub.Lookup(lookup, timeout=120)
                 status = stub.GetStatus(pb.StatusRequest(), timeout=30)
                 assert status.backend == backend
             server.send_signal(signal.SIGTERM)
@@ -138,10 +143,11 @@ def test_a_gpu_sim_server_answers_as_a_cpu_server(small_set: tuple[list[Path], P
             if server.poll() is None:
                 server.kill()
     assert replies["gpu-sim"] == replies["cpu"]
+    assert lookups["gpu-sim"] == lookups["cpu"]
+    assert [[m.entry_id for m in r.matches] for r in lookups["cpu"].results] == [["d1"], ["d2"], []]
     matched = {r.id: {m.entry_id for m in r.matches} for r in replies["cpu"].results}
     assert matched == {"img0.png": {"d1"}, "img1.jpeg": {"p1"}, "img2.png": set(),
                        "notes.txt": {"d2"}}
-    assert MatchingConfig().pdq_threshold == 31  # the list's p1 is 2 bits away
 
 
 def test_serve_gpu_without_a_device_exits_2_with_the_reason() -> None:

@@ -33,9 +33,10 @@ from dataclasses import replace
 import numpy as np
 
 from appliance.config import Config
+from appliance.errors import ItemFault
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
-from appliance.index.snapshot import Snapshot
+from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
 from appliance.pipeline import (
     PENDING_QUALITY,
@@ -89,6 +90,24 @@ class GpuPipeline(Pipeline):
         if self.metrics is not None:
             self.metrics.gpu_memory.labels("index").set(index.nbytes)
             self.metrics.gpu_memory.labels("pool").set(self.device.pool_bytes())
+
+    def lookup(
+        self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None]
+    ) -> list[list[Hit]]:
+        """Lookup on the device index; on a device fault, on the host (counted)."""
+        index = self._device_index(snapshot)
+        if index is None:
+            return snapshot.match(signal, values, qualities)
+        try:
+            with self.device.scope():
+                self._inject("lookup")
+                return index.match(signal, values, qualities)
+        except ItemFault:
+            raise  # a bad value, not a device fault: the caller reports it
+        except Exception:
+            log.exception("GPU fault in a lookup; answered on the CPU")
+            self._count_fallback("lookup")
+            return snapshot.match(signal, values, qualities)
 
     def _device_index(self, snapshot: Snapshot) -> DeviceIndex | None:
         with self._index_lock:

@@ -303,3 +303,23 @@ def test_the_cpu_stage_of_one_batch_overlaps_the_device_stage_of_another(
         [r1], [r2] = one.result(60), two.result(60)
     assert r1.hashes[0].value == hashlib.md5(b"one" * 10).digest()
     assert r2.hashes[0].value == hashlib.md5(b"two" * 10).digest()
+
+
+def test_lookup_on_the_device_and_after_a_fault(backend: Backend) -> None:
+    snapshot = _lookup_snapshot()
+    metrics = Metrics()
+    gpu = make_pipeline(Config(), backend, metrics)
+    assert isinstance(gpu, GpuPipeline)
+    gpu.prepare_snapshot(snapshot)
+    values = [v.tobytes() for v in snapshot.lists[0].columns["pdq"].values[:6]]
+    want = snapshot.match("pdq", values, [None] * len(values))
+    assert gpu.lookup(snapshot, "pdq", values, [None] * len(values)) == want
+    assert all(hits for hits in want)
+
+    def fail(at: str) -> None:
+        raise GpuFault(f"injected fault in {at}")
+
+    gpu.fault_hook = fail
+    assert gpu.lookup(snapshot, "pdq", values, [None] * len(values)) == want
+    assert metrics.registry.get_sample_value(
+        "appliance_gpu_fallbacks_total", {"stage": "lookup"}) == 1
