@@ -1,20 +1,32 @@
-# The appliance as a container: `docker build -t appliance . && docker run -p 50051:50051 -p 9464:9464 appliance`
+# The appliance as a container:
+#   docker build -t appliance .
+#   docker run --gpus all -p 50051:50051 -p 9464:9464 appliance --lists /lists/baseline.csv
 #
-# This version computes on the CPU, so the image is a slim Python one; the
-# GPU backend will move it onto a CUDA runtime base with the `gpu` extra.
-FROM python:3.11-slim
+# A CUDA runtime base with the `gpu` extra (CuPy, numba-cuda), serving with
+# `--backend auto`: on the GPU when the container sees one (`--gpus all` and
+# the NVIDIA container toolkit on the host), else on the CPU, as the ready
+# line and appliance_backend_info say. Pass `--backend gpu` to refuse to start
+# without one, or `--backend cpu` for edge nodes. Not built on the development
+# machine (it has no Docker engine).
+FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     # numba's compiled-function cache must be writable by the service user.
     NUMBA_CACHE_DIR=/tmp/numba-cache
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/appliance
 COPY pyproject.toml README.md ./
 COPY appliance ./appliance
 COPY kernels ./kernels
-RUN pip install --no-cache-dir . && useradd --system --no-create-home appliance
+RUN python3 -m venv /opt/appliance \
+    && /opt/appliance/bin/pip install --no-cache-dir ".[gpu]" \
+    && useradd --system --no-create-home appliance
+ENV PATH=/opt/appliance/bin:$PATH
 
 USER appliance
 EXPOSE 50051 9464
 # Bind all interfaces inside the container; lists are mounted and named with --lists.
-ENTRYPOINT ["appliance", "serve", "--host", "0.0.0.0"]
+ENTRYPOINT ["appliance", "serve", "--host", "0.0.0.0", "--backend", "auto"]
