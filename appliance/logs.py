@@ -114,7 +114,20 @@ def _text_value(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-class JsonFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    def _fields_and_trace(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The record's extra fields, then its traceback (``exc``) and stack, if any."""
+        fields = _fields(record)
+        if record.exc_info:
+            fields["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            fields["exc"] = record.exc_text
+        if record.stack_info:
+            fields["stack"] = self.formatStack(record.stack_info)
+        return fields
+
+
+class JsonFormatter(_Formatter):
     """One JSON object per record, on one line (json.dumps escapes line breaks)."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -124,30 +137,18 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": _message(record),
         }
-        line.update(_fields(record))
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            line["exc"] = record.exc_text
-        if record.stack_info:
-            line["stack"] = self.formatStack(record.stack_info)
+        line.update(self._fields_and_trace(record))
         # ensure_ascii: also escapes U+2028 and friends, which some readers split on.
         return json.dumps(line, default=str)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_Formatter):
     """``TS LEVEL LOGGER message key=value ...``, one line per record: line breaks
     in the message, the fields and the traceback (``exc=``) are escaped."""
 
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname, record.name, _escape(_message(record))]
-        fields = _fields(record)
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            fields["exc"] = record.exc_text
-        if record.stack_info:
-            fields["stack"] = self.formatStack(record.stack_info)
+        fields = self._fields_and_trace(record)
         parts.extend(f"{_escape(key)}={_text_value(value)}" for key, value in fields.items())
         return " ".join(parts)
 
