@@ -79,3 +79,39 @@ def test_list_spec_parse() -> None:
     assert cfg.ListSpec.parse("dir/list.csv") == cfg.ListSpec("list", "dir/list.csv")
     with pytest.raises(ConfigError):
         cfg.ListSpec.parse("=x")
+
+
+def test_batching_gpu_and_log_settings_from_file_env_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "b.toml"
+    path.write_text(
+        "[batching]\nmax_batch_items = 32\nmax_queue_wait_ms = 100\n"
+        '[gpu]\ndigest_cpu_min_bytes = 4096\n[server]\nlog_format = "json"\n'
+    )
+    env = {"APPLIANCE_BATCHING_MAX_DELAY_MS": "7.5", "APPLIANCE_GPU_DEVICE": "1",
+           "APPLIANCE_SERVER_BACKEND": "gpu-sim"}
+    c = cfg.load(str(path), env, overrides={"batching": {"max_queue_items": 10}})
+    assert (c.batching.max_batch_items, c.batching.max_queue_wait_ms) == (32, 100.0)
+    assert (c.batching.max_delay_ms, c.batching.max_queue_items) == (7.5, 10)
+    assert (c.gpu.digest_cpu_min_bytes, c.gpu.device) == (4096, 1)
+    assert c.server.log_format == "json" and c.server.backend == "gpu-sim"
+    defaults = cfg.load()
+    assert defaults.batching.max_batch_items == 0  # by backend: batching.resolve
+    assert defaults.batching.max_queue_wait_ms == 500.0
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("batching", "max_queue_items", 0, "batching.max_queue_items must be positive"),
+        ("batching", "max_batch_items", -1, "batching.max_batch_items must not be negative"),
+        ("batching", "max_queue_wait_ms", -5, "batching.max_queue_wait_ms must not be negative"),
+        ("gpu", "digest_cpu_min_bytes", 0, "gpu.digest_cpu_min_bytes must be positive"),
+        ("server", "log_format", "xml", "server.log_format must be one of"),
+        ("server", "backend", "tpu", "server.backend must be one of"),
+    ],
+)
+def test_bad_batching_gpu_and_log_settings_are_refused(
+    section: str, key: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        cfg.load(overrides={section: {key: value}})
