@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -119,10 +119,17 @@ class Device:
 
     @contextmanager
     def scope(self) -> Iterator[None]:
-        """Device work of one batch: CuPy's allocations and copies on our stream,
-        which is synchronised at the end, so the batch's results are complete."""
-        context = nullcontext() if self.simulated else self._cupy_stream
-        with self._lock, context:
+        """Device work of one batch, in whatever thread: our device made current
+        for CuPy and numba (both keep the current device per thread), CuPy's
+        allocations and copies on our stream, which is synchronised at the end,
+        so the batch's results are complete."""
+        with self._lock, ExitStack() as stack:
+            if not self.simulated:
+                from numba import cuda
+
+                stack.enter_context(self.xp.cuda.Device(self.ordinal))
+                stack.enter_context(cuda.gpus[self.ordinal])
+                stack.enter_context(self._cupy_stream)
             yield
             if self._cupy_stream is not None:
                 self._cupy_stream.synchronize()
