@@ -202,6 +202,7 @@ class Batcher(Generic[T, R]):
         self._queue: deque[_Request[T, R]] = deque()
         self._queued_items = 0
         self._queued_bytes = 0
+        self._running_bytes = 0  # of the items handed to batches that have not ended
         self._closing = False
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -248,6 +249,13 @@ class Batcher(Generic[T, R]):
             raise Overloaded(
                 f"request of {count} items, {nbytes} bytes {why} "
                 f"(max_queue_items={cfg.max_queue_items}, max_queue_bytes={cfg.max_queue_bytes})"
+            )
+        held = self._queued_bytes + self._running_bytes
+        if cfg.max_inflight_bytes > 0 and held + nbytes > cfg.max_inflight_bytes:
+            self._shed("inflight_bytes")
+            raise Overloaded(
+                f"request of {nbytes} bytes does not fit: {held} bytes held "
+                f"(max_inflight_bytes={cfg.max_inflight_bytes})"
             )
         now = self._clock.now()
         waited = self._oldest_wait(now)
@@ -374,7 +382,8 @@ class Batcher(Generic[T, R]):
             m.batch_fill.observe(
                 min(1.0, max(len(items) / cfg.max_batch_items, nbytes / cfg.max_batch_bytes))
             )
-        task = asyncio.get_running_loop().create_task(self._run(items, owners))
+        self._running_bytes += nbytes
+        task = asyncio.get_running_loop().create_task(self._run(items, owners, nbytes))
         self._batches.add(task)
         task.add_done_callback(self._batch_done)
 
@@ -382,7 +391,9 @@ class Batcher(Generic[T, R]):
         self._batches.discard(task)
         self._wake.set()  # a slot is free
 
-    async def _run(self, items: list[T], owners: list[tuple[_Request[T, R], int]]) -> None:
+    async def _run(
+        self, items: list[T], owners: list[tuple[_Request[T, R], int]], nbytes: int
+    ) -> None:
         m = self._metrics
         if m is not None:
             m.batches_running.inc()
@@ -400,6 +411,7 @@ class Batcher(Generic[T, R]):
             self._fail(owners, exc)
             return
         finally:
+            self._running_bytes -= nbytes
             if m is not None:
                 m.batches_running.dec()
         for (request, index), result in zip(owners, results, strict=True):

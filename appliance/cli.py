@@ -44,6 +44,7 @@ def _config(args: argparse.Namespace) -> cfg.Config:
         key: getattr(args, key, None)
         for key in ("max_batch_items", "max_batch_bytes", "max_delay_ms",
                     "max_queue_items", "max_queue_bytes", "max_queue_wait_ms",
+                    "max_inflight_bytes",
                     "max_concurrent_batches")
     }
     matching = {
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-queue-wait-ms", type=float,
                    help="shed new requests while the oldest queued file has waited longer "
                    "(default 500; 0: never)")
+    g.add_argument("--max-inflight-bytes", type=int,
+                   help="bytes of files held at once, queued or running (default 0: no bound "
+                   "beyond the queue's)")
     g.add_argument("--max-concurrent-batches", type=int,
                    help="batches processed at once (default 0: 2)")
     _add_hashing(p)

@@ -74,6 +74,10 @@ class BatchingConfig:
     # this (0: never): the queue then holds about this much work, whatever the
     # machine's speed, so accepted requests keep a bounded latency.
     max_queue_wait_ms: float = 500.0
+    # Bytes of files held at once, queued or in a running batch (0: no bound
+    # beyond the queue's): bounds the memory of file content and, where files
+    # differ much in size, how long a large file waits behind others.
+    max_inflight_bytes: int = 0
     max_concurrent_batches: int = 0
 
 
@@ -244,6 +248,7 @@ class Config:
             "batching.max_batch_items": b.max_batch_items,
             "batching.max_delay_ms": b.max_delay_ms,
             "batching.max_queue_wait_ms": b.max_queue_wait_ms,
+            "batching.max_inflight_bytes": b.max_inflight_bytes,
             "batching.max_concurrent_batches": b.max_concurrent_batches,
             "gpu.device": self.gpu.device,
         }

@@ -66,8 +66,8 @@ class Metrics:
         )
         self.shed = Counter(
             "appliance_shed_requests",
-            "Requests refused before any work, by reason (queue_full, queue_wait, deadline, "
-            "cancelled, inflight, shutdown)", ["reason"], registry=r,
+            "Requests refused before any work, by reason (queue_full, queue_wait, "
+            "inflight_bytes, deadline, cancelled, inflight, shutdown)", ["reason"], registry=r,
         )
         self.gpu_memory = Gauge(
             "appliance_gpu_memory_bytes",

@@ -27,7 +27,7 @@ Phases:
   answers, with at most ``--max-outstanding`` in flight (the client stays
   bounded; starts skipped at the cap are counted). The server is sized for a
   latency budget (``OVERLOAD_QUEUE``: shed while the oldest queued file has
-  waited 25 ms; at most 2 MiB queued) and each call has a ``--deadline``
+  waited 25 ms; at most 1 MiB of files held) and each call has a ``--deadline``
   (2 s). Shown: accepted
   files/s, the shed fraction (RESOURCE_EXHAUSTED), DEADLINE_EXCEEDED, the p99 of
   accepted requests against the unloaded p99 (target: within 2x), the files/s
@@ -74,9 +74,9 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 256 * MiB),
 ]
 # A server sized for a latency budget near the unloaded p99: new requests are
-# shed while the oldest queued file has waited 25 ms, and at most 2 MiB (about
-# two large files) wait at once.
-OVERLOAD_QUEUE = ("--max-queue-wait-ms", "25", "--max-queue-bytes", str(2 * MiB))
+# shed while the oldest queued file has waited 25 ms, and at most 1 MiB of
+# files (one large picture) is held at once, queued or running.
+OVERLOAD_QUEUE = ("--max-queue-wait-ms", "25", "--max-inflight-bytes", str(MiB))
 DIGESTS_AND_PDQ = 4  # hashes in a full answer with the default signals
 
 
@@ -298,7 +298,8 @@ async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespac
 
     batches = delta("appliance_batch_size_count")
     fills = delta("appliance_batch_fill_ratio_count")
-    reasons = ("queue_full", "queue_wait", "inflight", "deadline", "cancelled", "shutdown")
+    reasons = ("queue_full", "queue_wait", "inflight_bytes", "inflight", "deadline", "cancelled",
+               "shutdown")
     shed = {r: int(delta("appliance_shed_requests_total", f'reason="{r}"')) for r in reasons}
     processed = sum(
         value - before.get(key, 0.0)

@@ -689,3 +689,31 @@ def test_a_request_arriving_while_the_oldest_file_waits_too_long_is_shed() -> No
         assert pipeline.seen == ["a", "b", "c"]
 
     run(body)
+
+
+def test_bytes_held_in_queue_and_running_batches_are_bounded() -> None:
+    async def body() -> None:
+        clock, pipeline, metrics = FakeClock(), Pipeline(gated=True), Metrics()
+        batcher = make(pipeline, clock, metrics=metrics, concurrency=1, max_batch_items=1,
+                       max_inflight_bytes=10)
+        running = spawn(batcher, ["aaaaaa"])  # 6 bytes, in the running batch
+        await settle()
+        assert batcher.queued_bytes == 0
+        with pytest.raises(Overloaded, match="6 bytes held"):
+            await batcher.submit(["bbbbb"])  # 6 + 5 > 10, though the queue is empty
+        queued = spawn(batcher, ["cccc"])  # 6 + 4 fits
+        await settle()
+        assert sample(metrics, "appliance_shed_requests_total", reason="inflight_bytes") == 1
+        pipeline.gates[0].set()
+        await settle()
+        assert running.result() == ["AAAAAA"]
+        assert await batcher.submit([]) == []
+        late = spawn(batcher, ["dddddd"])  # the first batch ended: 4 + 6 fits
+        await settle()
+        pipeline.gates[1].set()
+        await settle()
+        pipeline.gates[2].set()
+        await settle()
+        assert queued.result() == ["CCCC"] and late.result() == ["DDDDDD"]
+
+    run(body)
