@@ -1,13 +1,16 @@
 """From the configuration's list specs to an index Snapshot, and reloads.
 
-``Catalog`` remembers, per list, the files' fingerprints (path, size, mtime)
-and the ListIndex built from them. A reload re-reads only the lists whose
-files changed, and re-indexes only those whose content (version) changed:
-the others are shared, untouched, with the previous snapshot.
+``Catalog`` remembers, per list, the files' fingerprints (path, size, mtime,
+ctime, inode, device; of each ``.sha256`` manifest too) and the ListIndex
+built from them. A reload re-reads only the lists whose files changed, and
+re-indexes only those whose content (version) changed: the others are
+shared, untouched, with the previous snapshot. Every file is read whole or
+refused (``appliance.lists.integrity``): a failed load changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -18,13 +21,19 @@ from appliance.errors import ListError
 from appliance.index import snapfile
 from appliance.index.compiled import open_compiled
 from appliance.index.snapshot import ListIndex, Snapshot
-from appliance.lists import load_list
+from appliance.lists import load_list, manifest
 from appliance.lists.csv_format import parse_csv
+from appliance.lists.integrity import Reading, open_for_writing
 from appliance.lists.model import HashList
 
 DEMO_SOURCE = "embedded demo"
+_CHUNK = 8 << 20
 
-Fingerprint = tuple[tuple[str, int, int], ...]
+# Per file: (path, size, mtime ns, ctime ns, inode, device). ctime and inode
+# because size and mtime alone miss a same-size list published with its
+# mtime kept (cp -p, rsync -a, tar): ctime cannot be set, a rename changes
+# the inode.
+Fingerprint = tuple[tuple[str, int, int, int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -38,16 +47,80 @@ class Loaded:
         return set(self.sources.values()) == {DEMO_SOURCE}
 
 
+def _files(spec: ListSpec) -> tuple[str, ...]:
+    return (spec.path, *spec.deltas)
+
+
+def _print(path: str, st: os.stat_result) -> tuple[str, int, int, int, int, int]:
+    return (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 def fingerprint(spec: ListSpec) -> Fingerprint:
-    """(path, size, mtime in ns) of each file of a list; ListError if one is missing."""
+    """What each file of a list is now (and its manifest, when it has one: a
+    new manifest must trigger a reload); ListError if a list file is missing."""
     out = []
-    for path in (spec.path, *spec.deltas):
+    for path in _files(spec):
         try:
-            st = os.stat(path)
+            out.append(_print(path, os.stat(path)))
         except OSError as exc:
             raise ListError(f"list {spec.name!r}: cannot read {path}: {exc.strerror}") from exc
-        out.append((path, st.st_size, st.st_mtime_ns))
+        sums = manifest.path_of(path)
+        try:
+            out.append(_print(sums, os.stat(sums)))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            out.append((sums, -1, 0, 0, 0, 0))  # there, but unreadable: the load says why
     return tuple(out)
+
+
+def writers(config: Config) -> bool | None:
+    """Whether any file of the enabled lists (manifests included) is open for
+    writing now: True, False, or None when that cannot be told here (leases
+    are not available). The watcher's hint that a change is still going on."""
+    seen = False
+    for spec in config.lists:
+        if not spec.enabled:
+            continue
+        for path in _files(spec):
+            for candidate in (path, manifest.path_of(path)):
+                if candidate != path and not os.path.lexists(candidate):
+                    continue
+                state = open_for_writing(candidate)
+                if state:
+                    return True
+                seen = seen or state is None
+    return None if seen else False
+
+
+def _open_compiled(path: str) -> list[ListIndex]:
+    """The lists of the compiled snapshot at ``path``, read whole or refused:
+    checked like a list file (``Reading``) across the verification and the
+    mapping, and against its ``.sha256`` manifest when it has one."""
+    what = f"snapshot {path}"
+    expected = manifest.expected_digest(path, what)
+    try:
+        with Reading(path, what) as reading:
+            if expected is not None:
+                # One more read of the file, only when the operator asked for it.
+                sha256, nbytes = hashlib.sha256(), 0
+                while chunk := reading.file.read(_CHUNK):
+                    reading.check()
+                    sha256.update(chunk)
+                    nbytes += len(chunk)
+                reading.finish(nbytes)
+                manifest.check(sha256.digest(), expected, path, what)
+            # Every array's checksum first: the indexes trust their arrays,
+            # and a corrupt one must be refused, not served.
+            snapfile.verify(path)
+            reading.check()
+            return open_compiled(path)[0]
+    except OSError as exc:
+        raise ListError(f"{what}: cannot read: {exc.strerror or exc}") from exc
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        # A manifest that passes its digest but not its schema: made by hand
+        # or by another build; as corrupt as a bad checksum.
+        raise ListError(f"{what}: malformed ({type(exc).__name__}: {exc})") from exc
 
 
 def _read(spec: ListSpec) -> HashList:
@@ -90,6 +163,7 @@ class Catalog:
             rebuilt: list[str] = []
             cache: dict[str, tuple[ListSpec, Fingerprint, ListIndex]] = {}
             sources: dict[str, str] = {}
+            compiled_now: dict[str, list[ListIndex]] = {}
             for spec in config.lists:
                 if not spec.enabled:
                     continue
@@ -100,12 +174,9 @@ class Catalog:
                     if cached is not None and cached[1] == prints:
                         compiled = self._compiled[spec.name]
                     else:
-                        # Every array's checksum first: the indexes trust their
-                        # arrays, and a corrupt one must be refused, not served.
-                        snapfile.verify(spec.path)
-                        compiled = open_compiled(spec.path)[0]
+                        compiled = _open_compiled(spec.path)
                         rebuilt.extend(x.name for x in compiled)
-                    self._compiled[spec.name] = compiled
+                    compiled_now[spec.name] = compiled
                     indexes.extend(compiled)
                     sources.update((x.name, spec.path) for x in compiled)
                     cache[spec.name] = (spec, prints, compiled[0])
@@ -131,7 +202,8 @@ class Catalog:
                 snapshot = Snapshot(indexes, config.matching)
             except ValueError as exc:  # e.g. the same list name twice
                 raise ListError(str(exc)) from exc
-            self._cache, self.rebuilt = cache, rebuilt
+            # Only now: a load that failed half-way leaves the last one's state.
+            self._cache, self.rebuilt, self._compiled = cache, rebuilt, compiled_now
             return Loaded(snapshot, sources)
 
 

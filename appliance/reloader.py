@@ -4,9 +4,11 @@ A reload builds the new snapshot aside (in a worker thread, from the Catalog,
 which re-reads and re-indexes only what changed) and then swaps one
 reference. Requests take that reference once when they start, so every
 answer comes from one snapshot: never a mix of versions, never a failed
-request because of a reload. A reload that fails (a bad row, a missing file)
-changes nothing: the previous snapshot keeps serving and the failure is
-logged and counted.
+request because of a reload. A reload that fails (a bad row, a missing file,
+a file caught being written, any exception at all) changes nothing: the
+previous snapshot keeps serving and the failure is logged and counted. The
+watcher waits for a changed file to settle before it loads it, so that a
+copy in progress is not counted as a failure.
 """
 
 from __future__ import annotations
@@ -17,12 +19,21 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from appliance import loading
 from appliance.config import Config
 from appliance.errors import ApplianceError
+from appliance.lists.integrity import FileInFlux
 from appliance.loading import Loaded
 from appliance.metrics import Metrics
 
 log = logging.getLogger("appliance.lists")
+
+
+# A change the watcher has seen but not yet loaded: (its fingerprints, when
+# the watcher first saw the files differ from the last load).
+_Pending = tuple[object, float]
+# ``_tried`` before the first load: the watcher has nothing to compare with.
+_NOT_YET = object()
 
 
 class ListManager:
@@ -32,6 +43,8 @@ class ListManager:
         metrics: Metrics,
         loader: Callable[[Config], Loaded],
         fingerprints: Callable[[Config], object] | None = None,
+        writers: Callable[[Config], bool | None] = loading.writers,
+        settle_seconds: float = 600.0,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -43,36 +56,69 @@ class ListManager:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="appliance-lists")
         self._loader = loader
         self._fingerprints = fingerprints
+        # Whether a list file is open for writing now (True/False), or None
+        # when that cannot be told here: the watcher waits for the writer.
+        self._writers = writers
+        # The watcher gives up waiting for a change to settle after this long
+        # (a writer that never closes the file): it loads it and counts the
+        # failure, so that an alert fires.
+        self.settle_seconds = settle_seconds
         self._lock = asyncio.Lock()
         # File fingerprints as of the last load attempt, good or bad: the watcher
         # reloads when the files differ from them (and not again for a bad file
-        # that has not changed since).
-        self._tried: object = None
+        # that has not changed since). None: unknown (a file was missing, or
+        # was caught being written), so the watcher tries again.
+        self._tried: object = _NOT_YET
+        self._pending: _Pending | None = None
 
     def close(self) -> None:
         """Stop the loading thread; a load in progress is abandoned."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def reload(self, reason: str) -> tuple[bool, str]:
-        """Load the lists again and swap them in; (ok, what happened)."""
+        """Load the lists again and swap them in; (ok, what happened).
+
+        Reads at once (SIGHUP, ReloadLists): a file that is being written
+        fails this reload, cleanly, like any bad list. Every failure, whatever
+        raised it, is counted and leaves the previous snapshot serving.
+        """
+        result = await self._reload(reason, defer_influx=False)
+        assert result is not None
+        return result
+
+    async def _reload(self, reason: str, defer_influx: bool) -> tuple[bool, str] | None:
+        """``reload``; with ``defer_influx``, a file caught changing (FileInFlux)
+        is not a failure but a change still going on: None, nothing counted,
+        and the watcher looks again at its next poll."""
         async with self._lock:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             try:
+                self._tried = None
                 if self._fingerprints is not None:
                     self._tried = await loop.run_in_executor(
                         self._pool, self._fingerprints, self.config
                     )
                 loaded = await loop.run_in_executor(self._pool, self._loader, self.config)
+            except FileInFlux as exc:
+                # Not a verdict on the files: the watcher must look again once
+                # they settle, even if they do not change any more (a writer
+                # that only closes the file).
+                self._tried = None
+                if not defer_influx:
+                    return self._failed(reason, str(exc))
+                log.info("lists are changing on disk; reloading once they settle: %s", exc)
+                return None
             except ApplianceError as exc:
-                message = str(exc)
-                if self.loaded is None:
-                    self.error = message
-                self._record(ok=False)
-                log.error("lists %s failed: %s", reason, message)
-                if self.loaded is not None:
-                    log.error("still serving the previous lists")
-                return False, message
+                return self._failed(reason, str(exc))
+            except Exception as exc:
+                # A bug, or a parser's exception that escaped its ListError:
+                # still a failed reload (counted, alerting), never a crash at
+                # start or an INTERNAL answer, and the old lists keep serving.
+                log.exception("lists %s: unexpected error", reason)
+                return self._failed(
+                    reason, f"internal error while loading lists: {type(exc).__name__}: {exc}"
+                )
             self.loaded = loaded  # the swap: one reference, atomic
             self.error = ""
             self._publish(loaded)
@@ -80,6 +126,15 @@ class ListManager:
             summary = describe(loaded)
             log.info("lists %s in %.2f s: %s", reason, time.perf_counter() - started, summary)
             return True, summary
+
+    def _failed(self, reason: str, message: str) -> tuple[bool, str]:
+        if self.loaded is None:
+            self.error = message
+        self._record(ok=False)
+        log.error("lists %s failed: %s", reason, message)
+        if self.loaded is not None:
+            log.error("still serving the previous lists")
+        return False, message
 
     def _record(self, ok: bool) -> None:
         m = self.metrics
@@ -99,21 +154,45 @@ class ListManager:
         m.lists_ready.set(1)
 
     async def watch(self, every: float) -> None:
-        """Reload whenever a list file's size or modification time changes."""
+        """Every ``every`` seconds, ``poll``: reload once changed files settle."""
         if self._fingerprints is None:
             return
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(every)
-            if self._tried is None:
-                continue  # the first load has not looked at the files yet
-            try:
-                current = await loop.run_in_executor(self._pool, self._fingerprints, self.config)
-            except ApplianceError as exc:  # a file is gone for a moment: look again later
-                log.warning("watching lists: %s", exc)
-                continue
-            if current != self._tried:
-                await self.reload("changed on disk, reloaded")
+            await self.poll()
+
+    async def poll(self) -> None:
+        """One look at the files (the watcher's step; tests call it directly).
+
+        A change is loaded once it has settled, so that an operator copying a
+        big file in place does not fire a failed reload: at once when no
+        process has a changed file open for writing (leases tell), else when
+        the fingerprints stayed the same for one more poll and no writer is
+        known. A load that still catches a file changing is not counted
+        either (it waits for the next poll), unless the change has waited
+        ``settle_seconds``.
+        """
+        if self._fingerprints is None or self._tried is _NOT_YET:
+            return  # no files to watch, or the first load has not looked at them yet
+        loop = asyncio.get_running_loop()
+        try:
+            current = await loop.run_in_executor(self._pool, self._fingerprints, self.config)
+        except ApplianceError as exc:  # a file is gone for a moment: look again later
+            log.warning("watching lists: %s", exc)
+            return
+        if current == self._tried:
+            self._pending = None
+            return
+        now = loop.time()
+        steady = self._pending is not None and self._pending[0] == current
+        since = now if self._pending is None else self._pending[1]
+        self._pending = (current, since)
+        writing = await loop.run_in_executor(self._pool, self._writers, self.config)
+        overdue = now - since >= self.settle_seconds
+        if not overdue and (writing or (writing is None and not steady)):
+            return  # a writer holds a file, or it may still be writing: look again
+        if await self._reload("changed on disk, reloaded", defer_influx=not overdue) is not None:
+            self._pending = None
 
 
 def describe(loaded: Loaded) -> str:

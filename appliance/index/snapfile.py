@@ -132,7 +132,8 @@ def write(path: str | Path, meta: Mapping[str, Any], arrays: Mapping[str, NDArra
 
 def is_snapshot(path: str | Path) -> bool:
     try:
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a FIFO configured as a list must not hang this peek.
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
             return f.read(len(MAGIC)) == MAGIC
     except OSError:
         return False

@@ -5,7 +5,8 @@ One module per file format under ``formats``, each a streaming parser
 a file, finds its format (named, or detected from its first bytes and name)
 and streams it through the parser into a ``ListBuilder``. A list that has
 any bad row is refused whole (ListError), so a reload keeps serving the
-previous snapshot.
+previous snapshot; so is a file that changes while it is read (``integrity``)
+or that does not match its ``.sha256`` manifest (``manifest``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 from collections.abc import Sequence
 
 from appliance.errors import ListError
+from appliance.lists import manifest
 from appliance.lists.csv_format import parse_csv
 from appliance.lists.detect import HEAD_BYTES, detect
 from appliance.lists.digest import DigestReader
@@ -29,6 +31,7 @@ from appliance.lists.formats import (
     threatexchange,
     vics,
 )
+from appliance.lists.integrity import FileInFlux, Reading
 from appliance.lists.model import HashList, SignalColumn
 from appliance.lists.records import (
     FormatError,
@@ -76,7 +79,9 @@ def load_list(
     deletions, in any supported format) in order.
 
     Each file is streamed once: the parser reads it incrementally and its
-    SHA-256 is computed on the way. The version is the first 16 hex digits of
+    SHA-256 is computed on the way; a file that is being written, or changes
+    while it is read, is refused (FileInFlux), and a file with a ``.sha256``
+    manifest next to it must match it. The version is the first 16 hex digits of
     the file's SHA-256, or with deltas of the SHA-256 of all files' digests in
     order. Raises ListError when a file cannot be read, the format is unknown
     or cannot be told, or the content is not a valid list.
@@ -94,9 +99,18 @@ def load_list(
 
 
 def _feed(path: str, name: str, fmt: str, options: FormatOptions, builder: ListBuilder) -> bytes:
-    """Stream one file through its parser into ``builder``; returns its SHA-256."""
+    """Stream one file through its parser into ``builder``; returns its SHA-256.
+
+    The file is read whole or refused (``integrity``): a file still open for
+    writing, or one that changes while it is read, is a FileInFlux, never a
+    list of its first rows. With a ``.sha256`` manifest next to it, the file's
+    SHA-256 must be the manifest's.
+    """
+    what = f"list {name!r} ({path})"
+    expected = manifest.expected_digest(path, what)
     try:
-        with open(path, "rb") as file:
+        with Reading(path, what) as reading:
+            file = reading.file
             if fmt == AUTO:
                 head = file.read(HEAD_BYTES)
                 file.seek(0)
@@ -104,21 +118,24 @@ def _feed(path: str, name: str, fmt: str, options: FormatOptions, builder: ListB
                     fmt = detect_format(head, path)
                 except ListError as exc:
                     raise ListError(f"list {name!r}: {exc}") from exc
-            digest = DigestReader(file)
+            digest = DigestReader(file, reading.check)
             stream = io.BufferedReader(digest, _CHUNK)
             run_parser(FORMATS[fmt], stream, builder, options)
             # Whatever the parser left unread (trailing blanks) is part of the
             # file, so part of the version.
             while stream.read(_CHUNK):
                 pass
+            reading.finish(digest.nbytes)
     except OSError as exc:
         raise ListError(f"list {name!r}: cannot read {path}: {exc.strerror or exc}") from exc
-    return bytes.fromhex(digest.hexdigest())
+    manifest.check(digest.digest(), expected, path, what)
+    return digest.digest()
 
 
 __all__ = [
     "AUTO",
     "FORMATS",
+    "FileInFlux",
     "FormatError",
     "FormatOptions",
     "HashList",

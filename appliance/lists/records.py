@@ -107,6 +107,14 @@ class ListBuilder:
             known = SIGNALS.get(signal)
             if known is None or len(value) != known.nbytes:
                 raise ValueError(f"record {record.entry_id!r}: bad {signal} value {value!r}")
+        if not (_encodable(record.entry_id) and _encodable(record.category)):
+            # JSON's "\ud800" escapes decode to lone surrogates, which no UTF-8
+            # answer (gRPC, the audit log, a compiled snapshot) can carry: a
+            # bad row here, not a failed request later. !a: the report must
+            # be encodable too.
+            self.error(f"entry {record.entry_id!a}", "id or category is not valid Unicode "
+                       "(a lone surrogate, from a \\u escape)")
+            return
         if record.delete:
             self._delete(record)
             return
@@ -198,6 +206,16 @@ class ListBuilder:
             ),
             columns=MappingProxyType(columns),
         )
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():  # nearly always: no second look
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _compress(items: list[str], alive: NDArray[np.bool_]) -> tuple[str, ...]:

@@ -57,6 +57,9 @@ def outcome(fmt: str, stream, options: FormatOptions):
     except ListError:
         return "refused"
     assert len(hl.entry_ids) == len(hl.categories) == hl.size
+    # Served in UTF-8 answers: every string must encode (no lone surrogates).
+    for text in (*hl.entry_ids, *hl.categories):
+        text.encode("utf-8")
     content = {}
     for name, col in hl.columns.items():
         assert col.values.shape == (len(col.rows), SIGNALS[name].nbytes)
@@ -74,9 +77,13 @@ def check(fmt: str, data: bytes, options: FormatOptions = DEFAULT) -> None:
     assert outcome(fmt, Trickle(data, step=7), options) == whole
 
 
-def _sqlite_fixture() -> bytes:
+def _sqlite_fixture(rows: int = 0) -> bytes:
+    """The two-row fixture, or one of ``rows`` rows: several b-tree pages, so
+    that mutations reach interior pages and overflow chains, not only page 1."""
+    many = [(f"{i:064x}", f"{i:040x}", f"{i:032x}", "x" * (i % 700), "", i, 1)
+            for i in range(rows)]
     with tempfile.TemporaryDirectory() as folder:
-        return fx.nsrl_sqlite(Path(folder) / "f.db")
+        return fx.nsrl_sqlite(Path(folder) / "f.db", many or None)
 
 
 FIXTURES: dict[str, list[bytes]] = {
@@ -87,13 +94,14 @@ FIXTURES: dict[str, list[bytes]] = {
     "stopncii": [fx.stopncii_page(), fx.stopncii_lines()],
     "threatexchange": [fx.threatexchange_file()],
     "nsrl": [fx.nsrl_file()],
-    "nsrl-sqlite": [_sqlite_fixture()],
+    "nsrl-sqlite": [_sqlite_fixture(), _sqlite_fixture(rows=300)],
 }
 # Bytes that matter to some format, spliced in by the mutator.
 TOKENS = [
     b"\n", b"\r", b"\r\n", b",", b";", b"\t", b'"', b"#", b"\x00", b"\xff", b"\xef\xbb\xbf",
     b"{", b"}", b"[", b"]", b":", b"null", b"1e999", b"\\u12", b"<", b">", b"</image>",
     b"<image>", b"<!DOCTYPE x>", b"<!ENTITY", b"&amp;", b"&lol;", b"<![CDATA[", b"]]>",
+    b'"\\ud800"',
     b"deletedImage", b"Withdrawn", b"hashRecords", b"Media", b"value", b"SQLite format 3\x00",
     fx.MD5[1].hex().encode(), fx.PDQ[2].hex().encode(), fx.b64(fx.PDNA[3]).encode(),
 ]  # fmt: skip
@@ -156,3 +164,20 @@ def test_unmutated_fixtures_load(fmt):
 def test_detection_names_a_format_or_raises_list_error(data, name):
     with contextlib.suppress(ListError):
         assert detect_format(data, name) in FORMATS
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_sqlite_files_only_ever_raise_list_error(data):
+    # Through load_list on a file, as the server reads it: SQLite opens the
+    # path itself (immutable, read-only), a different code path from the
+    # copied stream above. A corrupt page must be a ListError, never
+    # sqlite3.DatabaseError.
+    from appliance.lists import load_list
+
+    mutant = data.draw(mutated("nsrl-sqlite"))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "nsrl.db"
+        path.write_bytes(mutant)
+        with no_hang(), contextlib.suppress(ListError):
+            load_list(str(path), "fuzz", "nsrl-sqlite")

@@ -34,6 +34,8 @@ MAGIC = b"SQLite format 3\x00"
 CATEGORY = "nsrl"
 HASH_COLUMNS = ("sha256", "sha1", "md5")
 _BATCH = 10_000
+# sqlite3.Warning is not an sqlite3.Error; neither must escape as itself.
+_SQLITE_ERRORS = (sqlite3.Error, sqlite3.Warning)
 
 
 @contextmanager
@@ -54,19 +56,26 @@ def _database_path(stream: BinaryIO) -> Iterator[str]:
 def _connect(path: str) -> sqlite3.Connection:
     uri = Path(path).resolve().as_uri() + "?mode=ro&immutable=1"
     connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    # Bad bytes in a text column make that row bad, not the whole file.
-    connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
-    connection.execute("PRAGMA trusted_schema = OFF")
-    connection.execute("PRAGMA query_only = ON")
+    try:
+        # Bad bytes in a text column make that row bad, not the whole file.
+        connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
+        connection.execute("PRAGMA trusted_schema = OFF")
+        connection.execute("PRAGMA query_only = ON")
+    except BaseException:
+        connection.close()
+        raise
     return connection
 
 
 def _columns(connection: sqlite3.Connection) -> list[str]:
     kind = connection.execute(
-        "SELECT type FROM sqlite_master WHERE lower(name) = 'file'"
+        "SELECT type, sql FROM sqlite_master WHERE lower(name) = 'file'"
     ).fetchone()
     if kind is None or kind[0] != "table":
         raise FormatError("no FILE table: not an NSRL RDSv3 database")
+    if str(kind[1] or "").lstrip().upper().startswith("CREATE VIRTUAL"):
+        # A virtual table runs its module's code over data the file controls.
+        raise FormatError("FILE is a virtual table: not an NSRL RDSv3 database")
     present = {str(row[1]).lower() for row in connection.execute("PRAGMA table_info(FILE)")}
     columns = [c for c in HASH_COLUMNS if c in present]
     if not columns:
@@ -98,7 +107,7 @@ def parse(stream: BinaryIO, builder: ListBuilder, options: FormatOptions) -> Non
     with _database_path(stream) as path:
         try:
             connection = _connect(path)
-        except sqlite3.Error as exc:
+        except _SQLITE_ERRORS as exc:
             raise FormatError(f"cannot open as SQLite: {exc}") from exc
         try:
             columns = _columns(connection)
@@ -112,7 +121,9 @@ def parse(stream: BinaryIO, builder: ListBuilder, options: FormatOptions) -> Non
                         builder.error(f"row {number}", result)
                     else:
                         builder.add(result)
-        except sqlite3.Error as exc:
+        except _SQLITE_ERRORS as exc:
+            # A corrupt or truncated file, a non-database that has the magic:
+            # SQLite says which ("database disk image is malformed").
             raise FormatError(f"unreadable SQLite database: {exc}") from exc
         finally:
             connection.close()
