@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from appliance.config import MatchingConfig
+from appliance.index.euclidean import EuclideanIndex
 from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found
 from appliance.index.mih import MultiIndexHamming
@@ -128,42 +129,30 @@ class _HammingMatcher:
 
 
 class _EuclideanMatcher:
-    """Brute force over (M, W) uint8 vectors (PhotoDNA): squared L2 in int64,
-    in chunks that bound the (Q, chunk, W) temporary."""
+    """PhotoDNA: an exact Euclidean-radius index (hash lookup at radius 0, a
+    block-sum tree then verification above, brute force where that pays)."""
 
-    _CHUNK_ELEMENTS = 1 << 24
+    def __init__(
+        self,
+        values: NDArray[np.uint8],
+        rows: NDArray[np.int64],
+        index: EuclideanIndex | None = None,
+    ) -> None:
+        self._index = index or EuclideanIndex(values, rows)
 
-    def __init__(self, values: NDArray[np.uint8], rows: NDArray[np.int64]) -> None:
-        self._raw, self._rows = values, rows
-        self._values = values.astype(np.int32)
+    @property
+    def index(self) -> EuclideanIndex:
+        return self._index
+
+    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        return self._index.search(queries, radius)
 
     def to_arrays(self) -> dict[str, NDArray[Any]]:
-        return {"values": self._raw, "rows": self._rows}
+        return self._index.to_arrays()
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _EuclideanMatcher:
-        return cls(np.asarray(arrays["values"]), np.asarray(arrays["rows"]))
-
-    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
-        q = queries.astype(np.int32)
-        limit = radius * radius
-        out: list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]] = [[] for _ in q]
-        step = max(1, self._CHUNK_ELEMENTS // max(1, q.shape[0] * q.shape[1]))
-        for start in range(0, len(self._values), step):
-            block = self._values[start:start + step]
-            d2 = ((q[:, None, :] - block[None, :, :]) ** 2).sum(axis=2, dtype=np.int64)
-            for i, row in enumerate(d2):
-                hit = np.flatnonzero(row <= limit)
-                out[i].append((hit + start, row[hit]))
-        found: list[Found] = []
-        for parts in out:
-            pos = np.concatenate([p for p, _ in parts]) if parts else np.empty(0, np.int64)
-            d2s = np.concatenate([d for _, d in parts]) if parts else np.empty(0, np.int64)
-            dist = np.rint(np.sqrt(d2s)).astype(np.int32)
-            rows = self._rows[pos].astype(np.int64)
-            order = np.lexsort((rows, dist))
-            found.append((rows[order], dist[order]))
-        return found
+        return cls(_NONE_U8, _NONE_I64, EuclideanIndex.from_arrays(arrays))
 
 
 # One index builder per match kind of the signal registry, and the way back from
