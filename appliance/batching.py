@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from appliance.admission import HeldBytes, Reservation
 from appliance.config import BatchingConfig
 from appliance.errors import DeadlineExceeded, Overloaded, ShuttingDown
 from appliance.metrics import Metrics
@@ -188,7 +189,12 @@ class Batcher(Generic[T, R]):
         concurrency: int,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        held: HeldBytes | None = None,
+        lane: str = "light",
     ) -> None:
+        """``held`` counts the bytes of queued and running items against
+        ``max_inflight_bytes``; several batchers (and streams) may share one.
+        ``lane`` names this batcher in the metrics (queue gauges, batch sizes)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if config.max_batch_items < 1:
@@ -199,10 +205,11 @@ class Batcher(Generic[T, R]):
         self._concurrency = concurrency
         self._clock: Clock = clock or MonotonicClock()
         self._metrics = metrics
+        self._lane = lane
         self._queue: deque[_Request[T, R]] = deque()
         self._queued_items = 0
         self._queued_bytes = 0
-        self._running_bytes = 0  # of the items handed to batches that have not ended
+        self._held = held or HeldBytes(config.max_inflight_bytes)
         self._closing = False
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -224,59 +231,23 @@ class Batcher(Generic[T, R]):
         if self._dispatcher is None:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
-    async def submit(self, items: Sequence[T], deadline: float | None = None) -> list[R]:
+    async def submit(
+        self, items: Sequence[T], deadline: float | None = None,
+        reservation: Reservation | None = None,
+    ) -> list[R]:
         """The results of ``items``, in order, once every one has been processed.
 
         Raises ``Overloaded`` (queue full), ``DeadlineExceeded`` (``deadline``, on
         this batcher's clock, passed before any item started), ``ShuttingDown``,
         or whatever ``run_batch`` raised for a batch holding one of the items.
+        ``reservation``: bytes the caller already holds for these items (a
+        stream's, taken as they arrived); the batcher adopts them when it
+        queues the request, and a refused request leaves them with the caller.
         """
-        cfg = self._config
-        if self._closing:
-            self._shed("shutdown")
-            raise ShuttingDown("the batcher is closing and takes no new requests")
         if not items:
             return []
-        sizes = [self._size_of(item) for item in items]
-        count, nbytes = len(items), sum(sizes)
-        never = count > cfg.max_queue_items or nbytes > cfg.max_queue_bytes
-        if (never or self._queued_items + count > cfg.max_queue_items
-                or self._queued_bytes + nbytes > cfg.max_queue_bytes):
-            self._shed("queue_full")
-            why = ("can never fit the queue" if never else
-                   f"does not fit: queue full with {self._queued_items} items, "
-                   f"{self._queued_bytes} bytes")
-            raise Overloaded(
-                f"request of {count} items, {nbytes} bytes {why} "
-                f"(max_queue_items={cfg.max_queue_items}, max_queue_bytes={cfg.max_queue_bytes})"
-            )
-        held = self._queued_bytes + self._running_bytes
-        if cfg.max_inflight_bytes > 0 and held + nbytes > cfg.max_inflight_bytes:
-            self._shed("inflight_bytes")
-            raise Overloaded(
-                f"request of {nbytes} bytes does not fit: {held} bytes held "
-                f"(max_inflight_bytes={cfg.max_inflight_bytes})"
-            )
-        now = self._clock.now()
-        waited = self._oldest_wait(now)
-        if cfg.max_queue_wait_ms > 0 and waited * 1000 > cfg.max_queue_wait_ms:
-            self._shed("queue_wait")
-            raise Overloaded(
-                f"the oldest queued file has waited {waited * 1000:.0f} ms "
-                f"(max_queue_wait_ms={cfg.max_queue_wait_ms:g})"
-            )
-        if deadline is not None and deadline <= now:
-            self._shed("deadline")
-            raise DeadlineExceeded("the deadline had passed before the request was queued")
-        self.start()
-        request: _Request[T, R] = _Request(
-            items, sizes, deadline, now, asyncio.get_running_loop().create_future(),
-            [None] * count, queued_bytes=nbytes,
-        )
-        self._queue.append(request)
-        self._queued_items += count
-        self._queued_bytes += nbytes
-        self._changed()
+        request = self._admit(items, [self._size_of(item) for item in items], deadline,
+                              reservation)
         timer = None
         if deadline is not None:
             timer = self._clock.call_at(deadline, lambda: self._expire(request))
@@ -289,6 +260,61 @@ class Batcher(Generic[T, R]):
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _admit(
+        self, items: Sequence[T], sizes: list[int], deadline: float | None,
+        reservation: Reservation | None,
+    ) -> _Request[T, R]:
+        """Queue a request, or refuse it (Overloaded, DeadlineExceeded, ShuttingDown)."""
+        cfg = self._config
+        if self._closing:
+            self._shed("shutdown")
+            raise ShuttingDown("the batcher is closing and takes no new requests")
+        count, nbytes = len(items), sum(sizes)
+        never = count > cfg.max_queue_items or nbytes > cfg.max_queue_bytes
+        if (never or self._queued_items + count > cfg.max_queue_items
+                or self._queued_bytes + nbytes > cfg.max_queue_bytes):
+            self._shed("queue_full")
+            why = ("can never fit the queue" if never else
+                   f"does not fit: queue full with {self._queued_items} items, "
+                   f"{self._queued_bytes} bytes")
+            raise Overloaded(
+                f"request of {count} items, {nbytes} bytes {why} "
+                f"(max_queue_items={cfg.max_queue_items}, max_queue_bytes={cfg.max_queue_bytes})"
+            )
+        now = self._clock.now()
+        waited = self._oldest_wait(now)
+        if cfg.max_queue_wait_ms > 0 and waited * 1000 > cfg.max_queue_wait_ms:
+            self._shed("queue_wait")
+            raise Overloaded(
+                f"the oldest queued file has waited {waited * 1000:.0f} ms "
+                f"(max_queue_wait_ms={cfg.max_queue_wait_ms:g})"
+            )
+        if deadline is not None and deadline <= now:
+            self._shed("deadline")
+            raise DeadlineExceeded("the deadline had passed before the request was queued")
+        extra = nbytes - (reservation.nbytes if reservation is not None else 0)
+        if extra > 0 and not self._held.try_take(extra):
+            self._shed("inflight_bytes")
+            raise Overloaded(
+                f"request of {nbytes} bytes does not fit: {self._held.held} bytes held "
+                f"(max_inflight_bytes={self._held.limit})"
+            )
+        if reservation is not None:
+            self._held.release(max(0, -extra))  # held more than the items need
+            reservation.hand_over()
+        # From here the bytes are released as the items leave: by their batch
+        # (``_run``) or off the queue (``_unqueue``).
+        self.start()
+        request: _Request[T, R] = _Request(
+            items, sizes, deadline, now, asyncio.get_running_loop().create_future(),
+            [None] * count, queued_bytes=nbytes,
+        )
+        self._queue.append(request)
+        self._queued_items += count
+        self._queued_bytes += nbytes
+        self._changed()
+        return request
 
     def _oldest_wait(self, now: float) -> float:
         """Seconds the oldest request still queued has waited (0 when none is)."""
@@ -382,7 +408,6 @@ class Batcher(Generic[T, R]):
             m.batch_fill.observe(
                 min(1.0, max(len(items) / cfg.max_batch_items, nbytes / cfg.max_batch_bytes))
             )
-        self._running_bytes += nbytes
         task = asyncio.get_running_loop().create_task(self._run(items, owners, nbytes))
         self._batches.add(task)
         task.add_done_callback(self._batch_done)
@@ -411,7 +436,7 @@ class Batcher(Generic[T, R]):
             self._fail(owners, exc)
             return
         finally:
-            self._running_bytes -= nbytes
+            self._held.release(nbytes)
             if m is not None:
                 m.batches_running.dec()
         for (request, index), result in zip(owners, results, strict=True):
@@ -440,6 +465,7 @@ class Batcher(Generic[T, R]):
             request.queued = False
             self._queued_items -= len(request.items) - request.next
             self._queued_bytes -= request.queued_bytes
+            self._held.release(request.queued_bytes)
             request.queued_bytes = 0
             if reason is not None and not request.started:
                 self._shed(reason)
@@ -448,9 +474,12 @@ class Batcher(Generic[T, R]):
             request.future.set_exception(exc)
 
     def _changed(self) -> None:
-        if self._metrics is not None:
-            self._metrics.queue_depth.set(self._queued_items)
-            self._metrics.queue_bytes.set(self._queued_bytes)
+        m = self._metrics
+        if m is not None:
+            if self._lane == "light":
+                m.queue_depth.set(self._queued_items)
+                m.queue_bytes.set(self._queued_bytes)
+            m.lane_queue_depth.labels(self._lane).set(self._queued_items)
         self._wake.set()
 
     def _shed(self, reason: str) -> None:

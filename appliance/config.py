@@ -20,6 +20,10 @@ from appliance.errors import ConfigError
 from appliance.signals import SIGNALS
 
 Backend = Literal["auto", "cpu", "gpu", "gpu-sim"]
+Isolation = Literal["process", "inline"]
+# The image formats the appliance can read (appliance.decode has a walker for
+# each), by Pillow's names.
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 PdqMode = Literal["exact", "fast"]
 LogFormat = Literal["text", "json"]
 
@@ -34,9 +38,17 @@ class ServerConfig:
     backend: Backend = "cpu"
     # Threads that hash and decode; 0 means one per core.
     workers: int = 0
-    # Requests being served at once; beyond this a request is answered
-    # RESOURCE_EXHAUSTED at once instead of queueing without bound.
+    # Requests being served at once, per class of method; beyond its class's
+    # limit a request is answered RESOURCE_EXHAUSTED at once, and the other
+    # classes are unaffected: file RPCs (Hash, Match, MatchBatch), streams
+    # (MatchStream, which hold their slot while the client uploads), lookups
+    # (Lookup) and control (GetStatus, ReloadLists; health is never limited).
     max_inflight_requests: int = 256
+    max_inflight_streams: int = 32
+    max_inflight_lookups: int = 4
+    max_inflight_control: int = 16
+    # Concurrent heavy-lane decodes (see limits.heavy_decode_bytes); 0: half the workers.
+    heavy_workers: int = 0
     # Seconds given to in-flight requests on shutdown.
     grace_seconds: float = 10.0
     # Append-only JSON-lines audit log of every match; empty disables it.
@@ -74,10 +86,11 @@ class BatchingConfig:
     # this (0: never): the queue then holds about this much work, whatever the
     # machine's speed, so accepted requests keep a bounded latency.
     max_queue_wait_ms: float = 500.0
-    # Bytes of files held at once, queued or in a running batch (0: no bound
-    # beyond the queue's): bounds the memory of file content and, where files
-    # differ much in size, how long a large file waits behind others.
-    max_inflight_bytes: int = 0
+    # Bytes of files held at once: queued or in a running batch of either
+    # lane, or still arriving in a MatchStream (0: no bound beyond the
+    # queue's). Bounds the memory of file content and, where files differ
+    # much in size, how long a large file waits behind others.
+    max_inflight_bytes: int = 512 * MiB
     max_concurrent_batches: int = 0
 
 
@@ -94,14 +107,59 @@ class GpuConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
+    """What one file, one request and all decodes together may cost.
+
+    Every file is hostile until decoded within its budget (appliance.decode,
+    appliance.admission, appliance.sandbox): its structure is read and its
+    memory estimated before any pixel is decoded, the estimate is admitted
+    against a budget shared by all decodes, and the decode runs in a worker
+    process with a memory limit and a time limit.
+    """
+
     # One file's bytes; larger files get TOO_LARGE (and no hashes at all).
     max_file_bytes: int = 64 * MiB
     # Decoded pixels (width x height); larger images are refused before decoding.
     max_pixels: int = 100_000_000
     max_batch_files: int = 256
-    max_batch_bytes: int = 256 * MiB
+    max_batch_bytes: int = 64 * MiB
     # Total bytes of one MatchStream upload.
     max_stream_bytes: int = 256 * MiB
+    # The image formats that are read; any other gets UNSUPPORTED_FORMAT (digests kept).
+    image_formats: tuple[str, ...] = IMAGE_FORMATS
+    # Estimated peak memory of one file's decode and pixel hashes; above it the
+    # file is refused DECOMPRESSION_BOMB before decoding. 768 MiB holds a
+    # 100 MP JPEG or PNG; a WebP, decoded through two RGBA canvases, tops out
+    # near 40 MP.
+    max_decode_bytes: int = 768 * MiB
+    # The decode budget: estimated memory of all decodes at once. A decode
+    # waits for room, then is refused OVERLOADED.
+    max_decode_bytes_in_flight: int = 1024 * MiB
+    # Wall-clock time of one file's decode and pixel hashes; past it the
+    # worker is killed and the file gets DECODE_TIMEOUT.
+    max_decode_seconds: float = 8.0
+    # How long a decode waits for room in the budget when its request has no
+    # deadline (with one, the deadline bounds the wait).
+    max_decode_wait_seconds: float = 10.0
+    # Structure bounds, checked before decoding (TOO_COMPLEX): scans of a
+    # progressive JPEG; container items Pillow parses in Python (markers,
+    # chunks, blocks, tags, strips); frames an animation lists.
+    max_scans: int = 100
+    max_segments: int = 65536
+    max_frames: int = 10000
+    # "process": decode in sandboxed worker processes (killed past their time,
+    # limited in memory, unable to write files); "inline": in the worker
+    # threads (no process hop; limits enforced only between reads).
+    decode_isolation: Isolation = "process"
+    # Files whose estimated decode memory is above this take the heavy lane
+    # (a queue and workers of their own), so that large pictures never hold
+    # up small ones.
+    heavy_decode_bytes: int = 64 * MiB
+    # Item (file) ids longer than this are refused (they reach logs and the audit log).
+    max_id_chars: int = 256
+    # A MatchStream that sends nothing for this long, or lasts longer in
+    # all, is ended with DEADLINE_EXCEEDED and its bytes are let go.
+    stream_idle_seconds: float = 10.0
+    stream_max_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -231,6 +289,19 @@ class Config:
                 raise ConfigError(f"{name} must be 0..65535, got {value}")
         positive = {
             "server.max_inflight_requests": s.max_inflight_requests,
+            "server.max_inflight_streams": s.max_inflight_streams,
+            "server.max_inflight_lookups": s.max_inflight_lookups,
+            "server.max_inflight_control": s.max_inflight_control,
+            "limits.max_decode_bytes": lim.max_decode_bytes,
+            "limits.max_decode_bytes_in_flight": lim.max_decode_bytes_in_flight,
+            "limits.max_decode_seconds": lim.max_decode_seconds,
+            "limits.max_scans": lim.max_scans,
+            "limits.max_segments": lim.max_segments,
+            "limits.max_frames": lim.max_frames,
+            "limits.heavy_decode_bytes": lim.heavy_decode_bytes,
+            "limits.max_id_chars": lim.max_id_chars,
+            "limits.stream_idle_seconds": lim.stream_idle_seconds,
+            "limits.stream_max_seconds": lim.stream_max_seconds,
             "limits.max_file_bytes": lim.max_file_bytes,
             "limits.max_pixels": lim.max_pixels,
             "limits.max_batch_files": lim.max_batch_files,
@@ -251,12 +322,24 @@ class Config:
             "batching.max_inflight_bytes": b.max_inflight_bytes,
             "batching.max_concurrent_batches": b.max_concurrent_batches,
             "gpu.device": self.gpu.device,
+            "server.heavy_workers": s.heavy_workers,
+            "limits.max_decode_wait_seconds": lim.max_decode_wait_seconds,
         }
         for name, number in non_negative.items():
             if number < 0:
                 raise ConfigError(f"{name} must not be negative, got {number}")
         if s.workers < 0 or s.grace_seconds < 0:
             raise ConfigError("server.workers and server.grace_seconds must not be negative")
+        unknown_formats = [f for f in lim.image_formats if f not in IMAGE_FORMATS]
+        if unknown_formats or not lim.image_formats:
+            raise ConfigError(f"limits.image_formats must be a non-empty subset of "
+                              f"{list(IMAGE_FORMATS)}, got {list(lim.image_formats)}")
+        if lim.decode_isolation not in get_args(Isolation):
+            raise ConfigError(f"limits.decode_isolation must be one of {get_args(Isolation)}, "
+                              f"got {lim.decode_isolation!r}")
+        if lim.max_decode_bytes > lim.max_decode_bytes_in_flight:
+            raise ConfigError("limits.max_decode_bytes must not exceed "
+                              "limits.max_decode_bytes_in_flight (such a file could never run)")
         if m.photodna_threshold < 0:
             raise ConfigError(
                 f"matching.photodna_threshold must be >= 0, got {m.photodna_threshold}"
@@ -287,6 +370,11 @@ _SECTIONS = {
 
 def _coerce(section: str, key: str, raw: Any, target: type[Any] | str) -> Any:
     kind = target if isinstance(target, str) else target.__name__
+    if kind.startswith("tuple"):
+        # A TOML list, or a comma-separated string from the environment or a
+        # flag. The one such setting is limits.image_formats: names in upper case.
+        items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+        return tuple(str(item).strip().upper() for item in items if str(item).strip())
     try:
         if "int" in kind and not isinstance(raw, bool):
             return int(raw)

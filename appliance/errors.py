@@ -22,7 +22,22 @@ class ItemCode:
     TOO_LARGE = "TOO_LARGE"
     NOT_AN_IMAGE = "NOT_AN_IMAGE"
     CORRUPT_IMAGE = "CORRUPT_IMAGE"
+    # More pixels than limits.max_pixels, or more memory to decode and hash
+    # than limits.max_decode_bytes: refused before any pixel is decoded.
     DECOMPRESSION_BOMB = "DECOMPRESSION_BOMB"
+    # A format recognised but not read (EPS, ICO, PSD, ... or one left out of
+    # limits.image_formats): digests given, pixel signals skipped.
+    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+    # A container whose structure is over its bounds (limits.max_scans,
+    # max_segments, max_frames): refused before decoding.
+    TOO_COMPLEX = "TOO_COMPLEX"
+    # Decoding and hashing ran past limits.max_decode_seconds and were stopped.
+    DECODE_TIMEOUT = "DECODE_TIMEOUT"
+    # The decoder's process died (a crash or its memory limit) on this file.
+    DECODER_FAILED = "DECODER_FAILED"
+    # No room in the decode budget (limits.max_decode_bytes_in_flight) before
+    # the file's wait ran out: try again later.
+    OVERLOADED = "OVERLOADED"
     UNSUPPORTED_IMAGE = "UNSUPPORTED_IMAGE"
     UNKNOWN_SIGNAL = "UNKNOWN_SIGNAL"
     NOT_COMPUTABLE = "NOT_COMPUTABLE"

@@ -18,6 +18,7 @@ _STAGE_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+_MEMORY_BUCKETS = tuple(float(1 << n) for n in range(20, 31))  # 1 MiB .. 1 GiB
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _FILL_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -56,6 +57,11 @@ class Metrics:
             "appliance_queue_bytes", "Bytes of the files waiting in the batcher's queue",
             registry=r,
         )
+        self.lane_queue_depth = Gauge(
+            "appliance_lane_queue_depth",
+            "Files waiting in each lane's queue (light: small files; heavy: files whose "
+            "decode needs more than limits.heavy_decode_bytes)", ["lane"], registry=r,
+        )
         self.batch_fill = Histogram(
             "appliance_batch_fill_ratio",
             "How full each batch left: the larger of items/max_batch_items and "
@@ -78,6 +84,26 @@ class Metrics:
             "appliance_gpu_fallbacks",
             "Batches redone on the CPU after a GPU fault, by stage", ["stage"], registry=r,
         )
+        self.decode_budget = Gauge(
+            "appliance_decode_budget_bytes",
+            "The decode budget (limits.max_decode_bytes_in_flight), by state: capacity, "
+            "in_use (estimated peak memory of the decodes running now)", ["state"], registry=r,
+        )
+        self.decode_peak = Histogram(
+            "appliance_decode_peak_bytes",
+            "Measured peak memory of one file's decode and pixel hashes in its worker",
+            buckets=_MEMORY_BUCKETS, registry=r,
+        )
+        self.decode_workers_killed = Counter(
+            "appliance_decode_workers_killed",
+            "Decode worker processes killed, by reason (timeout: past their time limit or "
+            "their request's deadline; failed: died or sent a malformed reply; shutdown)",
+            ["reason"], registry=r,
+        )
+        self.decode_workers_healthy = Gauge(
+            "appliance_decode_workers_healthy",
+            "1 while decode workers can be started (the zygote is up), else 0", registry=r,
+        )
         self.index_entries = Gauge(
             "appliance_index_entries", "Hash values in the loaded index, by list and signal",
             ["list", "signal"], registry=r,
@@ -95,6 +121,11 @@ class Metrics:
         )
         self.inflight = Gauge(
             "appliance_inflight_requests", "RPCs being served now", registry=r
+        )
+        self.inflight_by_class = Gauge(
+            "appliance_inflight_class_requests",
+            "RPCs being served now, by class of method (files, streams, lookups, control): "
+            "each class has its own limit", ["class"], registry=r,
         )
         self.list_info = Gauge(
             "appliance_list_info", "Loaded lists, their versions and kinds (value 1)",

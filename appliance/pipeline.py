@@ -10,6 +10,7 @@ never fails its batch.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,14 +22,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from appliance import signals as sig
+from appliance.admission import DecodeBudget
 from appliance.config import Config
-from appliance.decode import Decoded, decode
+from appliance.decode import Bounds, Cost, Layout, Needs, estimate, probe
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.digests import digest_bytes
-from appliance.hashers.pdq import DIHEDRAL_VARIANTS
-from appliance.hashers.registry import GROUPS, GroupHasher, PixelOptions, hash_pixels
 from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
+from appliance.pixels import PixelJob
+from appliance.sandbox import Decoders, InlineDecoders, ProcessDecoders
 from appliance.signals import HashValue
 
 log = logging.getLogger("appliance.pipeline")
@@ -48,6 +50,12 @@ class Item:
     streamed: bool = False
     # False for Hash requests: hashes only, no match against the lists.
     match: bool = True
+    # The request's deadline (time.monotonic), when it has one: a file whose
+    # deadline passes while it waits or decodes is stopped there.
+    deadline: float | None = None
+    # The file's structure, when the server already probed it to pick its lane
+    # (or the fault the probe found, so that it is not probed twice).
+    layout: Layout | ItemFault | None = None
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,6 @@ def suppress_allowed(hits: list[Hit]) -> list[Hit]:
     return [replace(h, suppressed=True) if h.kind == "block" else h for h in hits]
 
 
-PENDING_QUALITY = -1
-"""The quality of a PDQ placeholder that a device stage fills in."""
-
-
 @dataclass
 class Deferred:
     """Work that an accelerator takes over from ``hash_item`` for one item.
@@ -110,34 +114,50 @@ class Deferred:
     digests of files under ``digest_cpu_min`` bytes (``digest_names`` says
     which; the value is b"" until filled) and PDQ of each decoded image
     (``images``, in order; each has 1 or 8 placeholders of quality
-    ``PENDING_QUALITY``, 8 with dihedral on).
+    ``pixels.PENDING_QUALITY``, 8 with dihedral on). ``held`` is the decode
+    budget the images hold until the device has hashed them.
     """
 
     digest_cpu_min: int
     digest_names: list[str] = field(default_factory=list)
     images: list[NDArray[np.uint8]] = field(default_factory=list)
-
-    def pdq_group(
-        self, decoded: Decoded, names: Sequence[str], options: PixelOptions
-    ) -> list[HashValue]:
-        """Stands in for the PDQ group of ``hash_pixels``: keeps the pixels for the device."""
-        self.images.append(decoded.rgb())
-        variants = DIHEDRAL_VARIANTS if options.pdq_dihedral else ("original",)
-        return [
-            HashValue("pdq", b"", PENDING_QUALITY, "" if v == "original" else v)
-            for v in variants
-        ]
+    held: int = 0
 
 
 Lookup = Callable[[str, list[bytes], list[int | None]], list[list[Hit]]]
 
 
+def make_decoders(config: Config) -> Decoders:
+    """Where pixels are decoded, as ``limits.decode_isolation`` says; one worker
+    process per worker thread (the threads are what run decodes)."""
+    if config.limits.decode_isolation == "inline":
+        return InlineDecoders()
+    return ProcessDecoders(config.server.workers or os.cpu_count() or 1)
+
+
 class Pipeline:
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
-        self.limits = config.limits
+    # The GPU pipeline leaves PDQ to its device: decoders hand back the pixels.
+    export_pdq = False
+
+    def __init__(
+        self, config: Config, metrics: Metrics | None = None, decoders: Decoders | None = None
+    ) -> None:
+        lim = config.limits
+        self.limits = lim
         self.hashing = config.hashing
-        self.options = PixelOptions(pdq_dihedral=config.matching.pdq_dihedral)
+        self.pdq_dihedral = config.matching.pdq_dihedral
         self.metrics = metrics
+        self.bounds = Bounds(lim.max_pixels, lim.max_scans, lim.max_segments, lim.max_frames)
+        self.decoders = decoders or make_decoders(config)
+        self.budget = DecodeBudget(lim.max_decode_bytes_in_flight, metrics)
+
+    def start(self) -> None:
+        """Start the decode workers now (the server, before it says ready)."""
+        self.decoders.start()
+
+    def close(self) -> None:
+        """Stop the decode workers; a decode still running gets DECODER_FAILED."""
+        self.decoders.close()
 
     def prepare_snapshot(self, snapshot: Snapshot) -> None:
         """Called with each newly loaded snapshot before it is swapped in (the
@@ -197,50 +217,70 @@ class Pipeline:
             result.hashes.extend(HashValue(n, digests[n]) for n in digest_names)
         pixel_names = [n for n in wanted if sig.SIGNALS[n].source == "pixels"]
         if pixel_names:
-            groups = GROUPS if deferred is None else {**GROUPS, "pdq": deferred.pdq_group}
-            self._hash_pixels(item, pixel_names, result, groups)
+            self._hash_pixels(item, pixel_names, result, deferred)
         if not result.hashes and result.skipped:
             # Nothing that was asked for could be made: the item as a whole failed.
             result.error = next(iter(result.skipped.values()))
         return result
 
+    def layout(self, item: Item) -> Layout:
+        """The file's structure (probed now unless the server did), or ItemFault."""
+        if isinstance(item.layout, ItemFault):
+            raise item.layout
+        return item.layout or probe(item.content, self.bounds, self.limits.image_formats)
+
+    def cost(self, layout: Layout, names: Sequence[str], export: bool) -> Cost:
+        """Estimated peak memory of decoding and hashing; ItemFault over the per-file limit."""
+        needs = Needs(
+            pdq="pdq" in names, family=any(n != "pdq" for n in names),
+            exif=self.hashing.exif_orientation and not self.pdq_dihedral,
+            export_rgb=export and "pdq" in names,
+        )
+        cost = estimate(layout, needs)
+        memory = cost.memory
+        if memory > self.limits.max_decode_bytes:
+            raise ItemFault(
+                ItemCode.DECOMPRESSION_BOMB,
+                f"{layout.format} of {layout.width}x{layout.height} ({layout.mode}) needs about "
+                f"{memory >> 20} MiB to decode and hash, over limits.max_decode_bytes="
+                f"{self.limits.max_decode_bytes >> 20} MiB",
+            )
+        return cost
+
     def _hash_pixels(
-        self,
-        item: Item,
-        names: Sequence[str],
-        result: ItemResult,
-        groups: Mapping[str, GroupHasher],
+        self, item: Item, names: Sequence[str], result: ItemResult, deferred: Deferred | None
     ) -> None:
-        fast = self.hashing.fast_min_side if self.hashing.pdq_mode == "fast" else None
+        """Probe, estimate, admit, then decode and hash in a decoder (see sandbox)."""
+        lim = self.limits
+        export = deferred is not None
         try:
-            with self._stage("decode"):
-                decoded = decode(item.content, self.limits.max_pixels, fast)
-            # The RGB conversion happens in the hashers that need it (PDQ), so a
-            # request for the imagehash family alone never pays for it.
-            with self._stage("perceptual"):
-                hashes = hash_pixels(decoded, names, self.options, groups)
-                hashes += self._exif_variant(decoded, names, groups)
+            layout = self.layout(item)
+            cost = self.cost(layout, names, export)
+            fast = self.hashing.fast_min_side if self.hashing.pdq_mode == "fast" else None
+            job = PixelJob(tuple(names), self.pdq_dihedral, self.hashing.exif_orientation,
+                           fast, export_pdq=export)
+            wait = time.monotonic() + lim.max_decode_wait_seconds
+            if item.deadline is not None:
+                wait = min(wait, item.deadline)
+            with self.budget.hold(cost.memory, wait, keep=cost.exported) as kept:
+                out = self.decoders.run(item.content, layout, job, cost,
+                                        lim.max_decode_seconds, item.deadline)
+                if deferred is not None and out.images:
+                    # The pixels now wait in this process for the device: their
+                    # share of the budget stays held until it has hashed them.
+                    deferred.held += kept.take()
         except ItemFault as fault:
             for name in names:
                 result.skipped[name] = ItemError.of(fault)
             return
-        result.hashes.extend(hashes)
-
-    def _exif_variant(
-        self, decoded: Decoded, names: Sequence[str], groups: Mapping[str, GroupHasher]
-    ) -> list[HashValue]:
-        """Hashes of the EXIF-corrected orientation, when asked for and it differs.
-
-        With dihedral matching on they add nothing: the EXIF orientations are
-        all among the 8 rotations/flips already queried.
-        """
-        if not self.hashing.exif_orientation or self.options.pdq_dihedral:
-            return []
-        turned = decoded.exif_transposed()
-        if turned is None:
-            return []
-        hashes = hash_pixels(turned, names, self.options, groups)
-        return [replace(h, variant="exif") for h in hashes]
+        if self.metrics is not None:
+            self.metrics.stage_seconds.labels("decode").observe(out.decode_seconds)
+            self.metrics.stage_seconds.labels("perceptual").observe(out.hash_seconds)
+            if out.peak_bytes:
+                self.metrics.decode_peak.observe(out.peak_bytes)
+        result.hashes.extend(out.hashes)
+        if deferred is not None:
+            deferred.images.extend(out.images)
 
     def match(
         self, results: Sequence[ItemResult], snapshot: Snapshot, lookup: Lookup | None = None

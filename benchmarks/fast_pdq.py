@@ -49,7 +49,7 @@ from PIL import Image
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from appliance.decode import decode
+from appliance.decode import decode_file as decode
 from appliance.hashers.pdq import pdq_from_rgb
 from benchmarks.corpus import Picture, hamming, jpeg_bytes, natural_pictures, resize_to_megapixels
 

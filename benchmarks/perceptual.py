@@ -33,7 +33,7 @@ import pdqhash
 from PIL import Image
 
 from appliance.config import HashingConfig
-from appliance.decode import decode
+from appliance.decode import decode_file as decode
 from appliance.hashers.imagehash_family import FAMILY, family_many
 from appliance.hashers.pdq import pdq_from_rgb
 from benchmarks.cpu_hashing import Row, median_seconds, natural_jpeg, print_table

@@ -44,7 +44,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import imagehash
 
-from appliance.decode import decode
+from appliance.decode import decode_file as decode
 from appliance.hashers.imagehash_family import phash
 from appliance.hashers.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 from benchmarks.corpus import (

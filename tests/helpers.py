@@ -84,7 +84,7 @@ def picture_field(
     return out
 
 
-def make_config(**limits: int) -> Config:
+def make_config(**limits: Any) -> Config:
     return Config(
         server=ServerConfig(host="127.0.0.1", port=0, metrics_port=0, workers=2,
                             grace_seconds=1.0),

@@ -105,18 +105,20 @@ def test_match_reports_exact_and_near_hits() -> None:
     assert not other.matched
 
 
-def test_an_unexpected_failure_fails_only_its_item(monkeypatch) -> None:
+def test_an_unexpected_failure_fails_only_its_pixel_signals(monkeypatch) -> None:
     from appliance.hashers.registry import GROUPS
 
     def broken(decoded, names, options):
         raise RuntimeError("boom")
 
+    # Inline: the patch must reach the code that decodes (a worker process would not see it).
     monkeypatch.setitem(GROUPS, "pdq", broken)
     good = encode(synthetic_image(4), "PNG")
     with ThreadPoolExecutor(2) as pool:
-        bad, text = Pipeline(Config(limits=LimitsConfig())).run(
+        bad, text = Pipeline(Config(limits=LimitsConfig(decode_isolation="inline"))).run(
             [Item("img", good), Item("txt", b"plain text")], None, pool
         )
-    assert bad.error is not None and bad.error.code == ItemCode.INTERNAL
-    assert "boom" not in bad.error.message  # no internals leak to clients
+    assert bad.error is None and [h.signal for h in bad.hashes] == ["md5", "sha1", "sha256"]
+    assert bad.skipped["pdq"].code == ItemCode.INTERNAL
+    assert "boom" not in bad.skipped["pdq"].message  # no internals leak to clients
     assert text.error is None and text.hashes

@@ -73,7 +73,7 @@ def test_concurrent_requests_share_batches_and_get_their_own_results(clock: Fake
         futures = [stub.Hash.future(pb.FileRequest(id=f"r{i}", content=c, signals=["md5"]))
                    for i, c in enumerate(contents)]
         # Full batches of 8 leave at once; the last 4 leave when their delay is up.
-        _wait(lambda: srv.handle.app.batcher.queued_items == 4
+        _wait(lambda: srv.handle.app.lanes.light.queued_items == 4
               and _sample(srv, "appliance_stage_seconds_count", stage="queue") == 16,
               "two full batches gone and the last 4 files queued")
         assert sum(f.done() for f in futures) <= 16  # 4 wait for their delay
@@ -91,7 +91,7 @@ def test_a_full_queue_answers_resource_exhausted_at_once(clock: FakeClock) -> No
     with _serve(_config(max_queue_items=2), clock) as (srv, stub):
         queued = [stub.Hash.future(pb.FileRequest(content=b"a")),
                   stub.Hash.future(pb.FileRequest(content=b"b"))]
-        _wait(lambda: srv.handle.app.batcher.queued_items == 2, "two queued files")
+        _wait(lambda: srv.handle.app.lanes.light.queued_items == 2, "two queued files")
         with pytest.raises(grpc.RpcError) as info:
             stub.Hash(pb.FileRequest(content=b"c"), timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -104,7 +104,7 @@ def test_a_full_queue_answers_resource_exhausted_at_once(clock: FakeClock) -> No
 def test_a_request_whose_deadline_passes_in_the_queue_is_dropped(clock: FakeClock) -> None:
     with _serve(_config(), clock) as (srv, stub):
         future = stub.Hash.future(pb.FileRequest(content=b"late"), timeout=20)
-        _wait(lambda: srv.handle.app.batcher.queued_items == 1, "the file queued")
+        _wait(lambda: srv.handle.app.lanes.light.queued_items == 1, "the file queued")
         srv.run_soon(lambda: clock.advance(25))  # past its 20 s deadline, on the fake clock
         with pytest.raises(grpc.RpcError) as info:
             future.result(timeout=10)  # long before the client's own 20 s
@@ -116,13 +116,13 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_dropped(clock: FakeCloc
 def test_a_cancelled_request_frees_its_place(clock: FakeClock) -> None:
     with _serve(_config(max_queue_items=1), clock) as (srv, stub):
         future = stub.Hash.future(pb.FileRequest(content=b"x" * 100))
-        _wait(lambda: srv.handle.app.batcher.queued_items == 1, "the file queued")
+        _wait(lambda: srv.handle.app.lanes.light.queued_items == 1, "the file queued")
         future.cancel()
-        _wait(lambda: srv.handle.app.batcher.queued_items == 0, "the queue emptied")
+        _wait(lambda: srv.handle.app.lanes.light.queued_items == 0, "the queue emptied")
         assert _sample(srv, "appliance_queue_bytes") == 0
         assert _sample(srv, "appliance_shed_requests_total", reason="cancelled") == 1
         after = stub.Hash.future(pb.FileRequest(content=b"y"))  # fits again
-        _wait(lambda: srv.handle.app.batcher.queued_items == 1, "the next file queued")
+        _wait(lambda: srv.handle.app.lanes.light.queued_items == 1, "the next file queued")
         srv.run_soon(lambda: clock.advance(DELAY_MS / 1000))
         assert after.result(timeout=30).result.hashes
         assert _sample(srv, "appliance_files_total", result="ok") == 1
@@ -207,8 +207,8 @@ def test_sigterm_under_load_answers_every_accepted_request() -> None:
 def test_files_whose_deadline_passed_before_their_batch_ran_are_skipped() -> None:
     from concurrent.futures import ThreadPoolExecutor
 
+    from appliance.intake import Work, run_work
     from appliance.pipeline import Item, Pipeline
-    from appliance.server import Work, run_work
 
     clock = FakeClock(start=50.0)
     work = [Work(Item("late", b"abc", ("md5",)), None, deadline=49.0),

@@ -38,14 +38,9 @@ from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
 from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
-from appliance.pipeline import (
-    PENDING_QUALITY,
-    Deferred,
-    Item,
-    ItemResult,
-    Pipeline,
-    matchable,
-)
+from appliance.pipeline import Deferred, Item, ItemResult, Pipeline, matchable
+from appliance.pixels import PENDING_QUALITY
+from appliance.sandbox import Decoders
 from appliance.signals import HashValue
 from kernels.digests import digest_batch
 from kernels.pdq import pdq_batch
@@ -60,8 +55,11 @@ class GpuFault(RuntimeError):
 
 
 class GpuPipeline(Pipeline):
-    def __init__(self, config: Config, device: Device, metrics: Metrics | None = None) -> None:
-        super().__init__(config, metrics)
+    export_pdq = True
+
+    def __init__(self, config: Config, device: Device, metrics: Metrics | None = None,
+                 decoders: Decoders | None = None) -> None:
+        super().__init__(config, metrics, decoders)
         self.device = device
         self.digest_cpu_min = config.gpu.digest_cpu_min_bytes
         # Called with a stage name ("digest", "perceptual", "match", "upload")
@@ -121,6 +119,16 @@ class GpuPipeline(Pipeline):
     ) -> list[ItemResult]:
         deferred = [Deferred(self.digest_cpu_min) for _ in items]
         results = list(pool.map(self.hash_item, items, deferred))
+        try:
+            return self._device_stages(items, results, deferred, snapshot, pool)
+        finally:
+            # The decoded pixels are hashed (or dropped): their budget is free.
+            self.budget.release(sum(d.held for d in deferred))
+
+    def _device_stages(
+        self, items: Sequence[Item], results: list[ItemResult], deferred: list[Deferred],
+        snapshot: Snapshot | None, pool: Executor,
+    ) -> list[ItemResult]:
         stage = "digest"
         try:
             with self.device.scope():
@@ -182,7 +190,7 @@ class GpuPipeline(Pipeline):
         if not images:
             return
         dev = self.device
-        dihedral = self.options.pdq_dihedral
+        dihedral = self.pdq_dihedral
         hashes, qualities = pdq_batch(
             images, dev.xp, dihedral=dihedral, host_buffer=dev.staging, stream=dev.kernel_stream
         )

@@ -1,0 +1,150 @@
+"""Where a file's pixels are decoded and hashed: a worker process, or inline.
+
+``ProcessDecoders`` (the default, ``limits.decode_isolation = "process"``)
+runs ``appliance.pixels.hash_file`` in worker processes forked from a warm
+zygote, each job under a memory limit from its estimate and a wall-clock
+limit after which the worker is killed: a hostile file can stall or crash a
+worker, never the server, and the worker is back in milliseconds.
+``InlineDecoders`` (``"inline"``) runs the same function in the calling
+thread: no process hop, but a decode past its time is only stopped at its
+next read, and a decoder crash is the server's crash.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from dataclasses import asdict
+from typing import Protocol
+
+from appliance.decode import Cost, Layout
+from appliance.errors import ItemCode, ItemFault
+from appliance.pixels import PixelJob, PixelResult, hash_file
+from appliance.sandbox.pool import (
+    NoWorker,
+    SandboxUnavailable,
+    WorkerPool,
+    WorkerTimeout,
+    Zygote,
+)
+from appliance.sandbox.protocol import ChannelClosed, parse_reply
+
+log = logging.getLogger("appliance.sandbox")
+
+# Room for the reply's JSON around the exported pixels.
+_REPLY_SLACK = 1 << 20
+
+
+class Decoders(Protocol):
+    """Runs the pixel stage of one file within its limits."""
+
+    def run(self, data: bytes | memoryview, layout: Layout, job: PixelJob, cost: Cost,
+            seconds: float, deadline: float | None) -> PixelResult:
+        """``seconds``: the time limit of this file (limits.max_decode_seconds);
+        ``deadline`` (time.monotonic): its request's, if any. Raises ItemFault."""
+        ...
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _timed_out(deadline: float | None) -> ItemFault:
+    if deadline is not None and time.monotonic() >= deadline:
+        return ItemFault(ItemCode.DEADLINE_EXCEEDED,
+                         "the request's deadline passed while this file was decoding")
+    return ItemFault(ItemCode.DECODE_TIMEOUT,
+                     "decoding and hashing ran past limits.max_decode_seconds; stopped")
+
+
+class InlineDecoders:
+    healthy = True
+
+    def run(self, data: bytes | memoryview, layout: Layout, job: PixelJob, cost: Cost,
+            seconds: float, deadline: float | None) -> PixelResult:
+        stop = time.monotonic() + seconds
+        try:
+            return hash_file(data, layout, job, stop if deadline is None else min(stop, deadline))
+        except ItemFault as fault:
+            if fault.code == ItemCode.DECODE_TIMEOUT:
+                raise _timed_out(deadline) from fault
+            raise
+        except MemoryError as exc:
+            raise ItemFault(ItemCode.DECOMPRESSION_BOMB, "decoding ran out of memory") from exc
+        except Exception as exc:  # a bug: this file's pixel signals fail, as in a worker
+            log.exception("pixel stage failed unexpectedly")
+            raise internal_error(exc) from exc
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessDecoders:
+    def __init__(self, size: int, zygote: Zygote | None = None) -> None:
+        self.pool = WorkerPool(size, zygote or shared_zygote())
+
+    @property
+    def healthy(self) -> bool:
+        return self.pool.healthy
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def run(self, data: bytes | memoryview, layout: Layout, job: PixelJob, cost: Cost,
+            seconds: float, deadline: float | None) -> PixelResult:
+        header = {
+            "layout": asdict(layout), "names": list(job.names), "dihedral": job.pdq_dihedral,
+            "exif": job.exif_orientation, "fast": job.fast_min_side, "export": job.export_pdq,
+            "memory": cost.memory,
+        }
+        try:
+            frame, payload = self.pool.exchange(header, data, seconds, deadline,
+                                                cost.exported + _REPLY_SLACK)
+            reply = parse_reply(frame, payload, job.names)
+        except WorkerTimeout as exc:
+            raise _timed_out(deadline) from exc
+        except NoWorker as exc:
+            raise ItemFault(ItemCode.OVERLOADED if deadline is None else
+                            ItemCode.DEADLINE_EXCEEDED, str(exc)) from exc
+        except ChannelClosed as exc:
+            raise ItemFault(ItemCode.DECODER_FAILED,
+                            f"the decoder's process died on this file ({exc})") from exc
+        except SandboxUnavailable as exc:
+            raise ItemFault(ItemCode.DECODER_FAILED, f"no decoder process: {exc}") from exc
+        if reply.code:
+            raise ItemFault(reply.code, reply.message)
+        return PixelResult(reply.hashes, reply.images, reply.decode_seconds, reply.hash_seconds,
+                           reply.peak_bytes)
+
+
+def internal_error(exc: BaseException) -> ItemFault:
+    """What a client is told of a bug in the pixel stage: its type, never its text."""
+    return ItemFault(ItemCode.INTERNAL, f"internal error in the decoder: {type(exc).__name__}")
+
+
+_shared: Zygote | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_zygote() -> Zygote:
+    """The process's one zygote: every pool forks its workers from it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = Zygote()
+            atexit.register(_shared.close)
+        return _shared
+
+
+__all__ = ["Decoders", "InlineDecoders", "ProcessDecoders", "shared_zygote"]

@@ -1,0 +1,132 @@
+"""A decode worker: one process, one file at a time, under hard limits.
+
+Forked from the zygote with every module imported and every kernel compiled,
+a worker serves jobs on its socket until the server closes it. For each job
+it sets its own limits before touching the file:
+
+- memory: RLIMIT_DATA at what the worker holds now plus the job's estimate
+  with a margin, so that a decode the estimate got wrong fails with a
+  MemoryError here (DECOMPRESSION_BOMB) instead of growing the machine;
+- CPU: RLIMIT_CPU a second past the job's time limit, a second guard behind
+  the server, which kills a worker whose job runs past its wall-clock limit;
+- for the worker's whole life: no file may grow (RLIMIT_FSIZE 0, so nothing
+  it runs can write a file) and no core file is dumped (a core would hold the
+  uploaded bytes).
+
+Replies are JSON and raw pixels (``protocol``). Peak memory per job is read
+from the kernel (VmHWM, reset before each job) and sent back for the metrics.
+"""
+
+from __future__ import annotations
+
+import resource
+import signal
+import socket
+import time
+import traceback
+from typing import Any
+
+from appliance.decode import Layout
+from appliance.errors import ItemCode, ItemFault
+from appliance.pixels import PixelJob, hash_file
+from appliance.sandbox.protocol import ChannelClosed, read_frame, reply_header, send_frame
+
+# Headroom over the estimate before the memory limit bites: allocator
+# fragmentation and Pillow's block cache, not a second picture.
+_MEMORY_MARGIN = 1.25
+_MEMORY_FLOOR = 64 << 20
+_MAX_FILE = 1 << 31
+# A worker this much larger than when it was forked asks to be replaced.
+_RETIRE_GROWTH = 64 << 20
+
+
+def confine() -> None:
+    """Limits for the worker's whole life, set once after the fork."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Writing to a file then fails with EFBIG instead of killing the worker.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status field in bytes (VmRSS, VmHWM, VmData), 0 if unknown."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(field.encode() + b":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:  # "5": reset VmHWM to VmRSS
+            clear.write("5")
+    except OSError:
+        pass
+
+
+def _limit(job: dict[str, Any]) -> None:
+    data = _status("VmData")
+    allowance = max(_MEMORY_FLOOR, int(int(job["memory"]) * _MEMORY_MARGIN))
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    soft = data + allowance if data else resource.RLIM_INFINITY
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = int(used.ru_utime + used.ru_stime + float(job["seconds"])) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))
+
+
+def _run(job: dict[str, Any], content: bytearray) -> tuple[dict[str, Any], list[memoryview]]:
+    layout = Layout(**job["layout"])
+    pixel_job = PixelJob(
+        names=tuple(job["names"]), pdq_dihedral=bool(job["dihedral"]),
+        exif_orientation=bool(job["exif"]), fast_min_side=job["fast"],
+        export_pdq=bool(job["export"]),
+    )
+    deadline = time.monotonic() + float(job["seconds"])
+    try:
+        result = hash_file(memoryview(content), layout, pixel_job, deadline)
+    except ItemFault as fault:
+        return {"ok": False, "code": fault.code, "message": fault.message}, []
+    except MemoryError:
+        return {"ok": False, "code": ItemCode.DECOMPRESSION_BOMB,
+                "message": "decoding needed more memory than its estimate allowed"}, []
+    header = reply_header(result.hashes, result.images)
+    header["decode_s"], header["hash_s"] = result.decode_seconds, result.hash_seconds
+    return header, [image.reshape(-1).data for image in result.images]
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer jobs until the server closes the socket."""
+    confine()
+    born = _status("VmRSS")
+    while True:
+        try:
+            job, content = read_frame(sock, _MAX_FILE)
+        except (ChannelClosed, OSError):
+            return
+        _reset_peak()
+        base = _status("VmRSS")
+        try:
+            _limit(job)
+            header, images = _run(job, content)
+        except Exception as exc:  # a bug: the trace to the server's stderr, the type to the client
+            traceback.print_exc()
+            header, images = {"ok": False, "code": ItemCode.INTERNAL,
+                              "message": f"internal error in the decoder: {type(exc).__name__}"}, []
+        del content
+        header["peak"] = max(0, _status("VmHWM") - base)
+        header["retire"] = _status("VmRSS") - born > _RETIRE_GROWTH
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))  # the reply may need it
+        try:
+            send_frame(sock, header, b"", images)
+        except OSError:
+            return
