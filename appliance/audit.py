@@ -50,11 +50,16 @@ class AuditBacklogFull(Overloaded):
 
 @dataclass(frozen=True)
 class _Entry:
+    """The records of one submit: (item id, its hits) per item, one future."""
+
     time: float
     request_id: str
-    item_id: str
-    hits: tuple[Hit, ...]
+    items: tuple[tuple[str, tuple[Hit, ...]], ...]
     future: Future[None]
+
+    @property
+    def records(self) -> int:
+        return sum(len(hits) for _, hits in self.items)
 
 
 def _bounded(value: str) -> str:
@@ -65,8 +70,14 @@ def _bounded(value: str) -> str:
 
 def _lines(entry: _Entry) -> Iterable[str]:
     stamp = round(entry.time, 6)
-    request_id, item_id = _bounded(entry.request_id), _bounded(entry.item_id)
-    for h in entry.hits:
+    request_id = _bounded(entry.request_id)
+    for item, hits in entry.items:
+        yield from _item_lines(stamp, request_id, _bounded(item), hits)
+
+
+def _item_lines(stamp: float, request_id: str, item_id: str,
+                hits: tuple[Hit, ...]) -> Iterable[str]:
+    for h in hits:
         yield _ENCODER.encode(
             {
                 "time": stamp,
@@ -110,19 +121,28 @@ class AuditLog:
         future gets the OSError of a failed write or fsync. Raises RuntimeError
         after ``close`` and AuditBacklogFull beyond ``max_queued`` records.
         """
-        entry = _Entry(time.time(), request_id, item_id, tuple(hits), Future())
-        if not entry.hits:
+        return self.submit_many(request_id, [(item_id, hits)])
+
+    def submit_many(self, request_id: str,
+                    items: Iterable[tuple[str, Iterable[Hit]]]) -> Future[None]:
+        """``submit`` for the items of one request at once, with one future: a
+        Lookup of 100,000 listed hashes hands the event loop one future to
+        wait for, not 100,000."""
+        entry = _Entry(time.time(), request_id,
+                       tuple((item, tuple(hits)) for item, hits in items), Future())
+        count = entry.records
+        if not count:
             entry.future.set_result(None)
             return entry.future
         with self._cond:
             if self._closed:
                 raise RuntimeError("audit log is closed")
-            if self._queued + len(entry.hits) > self.max_queued:
+            if self._queued + count > self.max_queued:
                 raise AuditBacklogFull(
                     f"audit log backlog: {self._queued} records wait for the disk "
                     f"(max {self.max_queued})"
                 )
-            self._queued += len(entry.hits)
+            self._queued += count
             self._queue.append(entry)
             self._cond.notify()
         return entry.future
@@ -168,7 +188,7 @@ class AuditLog:
                     future.set_result(None)
             finally:
                 with self._cond:
-                    self._queued -= sum(len(e.hits) for e in group)
+                    self._queued -= sum(e.records for e in group)
 
     def _commit(self, group: list[_Entry]) -> None:
         """Write the group's records in whole-line chunks, then fsync once."""

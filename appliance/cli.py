@@ -56,11 +56,12 @@ def _config(args: argparse.Namespace) -> cfg.Config:
         "pdq_mode": getattr(args, "pdq_mode", None),
         "exif_orientation": getattr(args, "exif_orientation", None),
     }
+    limits = {"decode_isolation": getattr(args, "decode_isolation", None)}
     return cfg.load(
         path=args.config,
         env=os.environ,
         overrides={"server": server, "hashing": hashing, "matching": matching,
-                   "batching": batching},
+                   "batching": batching, "limits": limits},
         lists=getattr(args, "lists", None),
     )
 
@@ -265,6 +266,9 @@ def _add_hashing(p: argparse.ArgumentParser) -> None:
                         "reduced scale first, a few bits of drift (see README)")
     p.add_argument("--exif-orientation", action="store_true", default=None,
                    help="also hash the EXIF-corrected orientation (variant 'exif')")
+    p.add_argument("--decode-isolation", choices=["process", "inline"],
+                   help="process: decode in sandboxed worker processes, killed past "
+                   "limits.max_decode_seconds (default); inline: in the hashing threads")
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -322,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shed new requests while the oldest queued file has waited longer "
                    "(default 500; 0: never)")
     g.add_argument("--max-inflight-bytes", type=int,
-                   help="bytes of files held at once, queued or running (default 0: no bound "
-                   "beyond the queue's)")
+                   help="bytes of files held at once, queued, running or arriving in "
+                   "streams (default 512 MiB; 0: no bound beyond the queue's)")
     g.add_argument("--max-concurrent-batches", type=int,
                    help="batches processed at once (default 0: 2)")
     _add_hashing(p)

@@ -96,8 +96,9 @@ class Metrics:
         )
         self.decode_workers_killed = Counter(
             "appliance_decode_workers_killed",
-            "Decode worker processes killed, by reason (timeout: past their time limit or "
-            "their request's deadline; failed: died or sent a malformed reply; shutdown)",
+            "Decode worker processes ended and replaced, by reason (timeout: past their time "
+            "limit or their request's deadline; failed: died or sent a malformed reply; "
+            "retired: grown large after a big picture; shutdown: busy when the server stopped)",
             ["reason"], registry=r,
         )
         self.decode_workers_healthy = Gauge(

@@ -3,8 +3,11 @@
 ``prometheus_client.start_http_server`` runs one thread per connection with no
 timeout, so a client holding idle connections holds as many threads forever.
 Here a connection is a task on the server's event loop: it must send its
-request head in time or is closed, and beyond ``max_connections`` new ones are
-closed at once. No threads.
+request head in time or is closed. At ``max_connections`` a new connection
+takes the place of the one that has waited longest for a request (a hostile
+client holding idle connections cannot keep a scraper out: the scraper sends
+its request at once, the idle ones wait); it is closed only when every open
+connection is busy answering. No threads.
 
 Only what a scraper needs: GET/HEAD ``/metrics`` (gzip when accepted), a small
 page at ``/``, keep-alive. No request bodies, no chunked encoding.
@@ -97,6 +100,10 @@ class MetricsServer:
         self.refused_connections = 0
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        # Connections waiting for a request head, and since when (loop time).
+        self._waiting: dict[asyncio.Task[None], float] = {}
+        # Connections closed to make room for a new one.
+        self.evicted_connections = 0
 
     @property
     def open_connections(self) -> int:
@@ -119,6 +126,12 @@ class MetricsServer:
     async def _connection(self, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if task is not None and len(self._connections) >= self.max_connections and self._waiting:
+            idlest = min(self._waiting, key=self._waiting.__getitem__)
+            self._waiting.pop(idlest)
+            self._connections[idlest].transport.abort()  # its task ends on the error
+            self._connections.pop(idlest, None)
+            self.evicted_connections += 1
         if task is None or len(self._connections) >= self.max_connections:
             self.refused_connections += 1
             writer.transport.abort()
@@ -137,20 +150,25 @@ class MetricsServer:
             log.exception("metrics endpoint: unexpected error")
         finally:
             self._connections.pop(task, None)
+            self._waiting.pop(task, None)
             writer.transport.abort()  # at once, unsent data or not; no-op once closed
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer requests until the client or an error ends the connection."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         first = True
         while True:
             # A new connection has header_timeout for its whole first head; between
             # requests a kept-alive one has idle_timeout to start the next, then
             # header_timeout to finish it.
+            self._waiting[task] = loop.time()
             try:
                 async with asyncio.timeout(self.header_timeout if first else self.idle_timeout) \
                         as deadline:
                     lines = await self._read_head(reader, deadline, loop, first)
+                self._waiting.pop(task, None)
                 request = _parse(lines)
             except asyncio.LimitOverrunError:  # one line longer than the reader's limit
                 await self._send(writer, 400, b"request head over 8 KiB\n", keep_alive=False)

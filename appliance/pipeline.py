@@ -127,12 +127,12 @@ class Deferred:
 Lookup = Callable[[str, list[bytes], list[int | None]], list[list[Hit]]]
 
 
-def make_decoders(config: Config) -> Decoders:
+def make_decoders(config: Config, metrics: Metrics | None = None) -> Decoders:
     """Where pixels are decoded, as ``limits.decode_isolation`` says; one worker
     process per worker thread (the threads are what run decodes)."""
     if config.limits.decode_isolation == "inline":
         return InlineDecoders()
-    return ProcessDecoders(config.server.workers or os.cpu_count() or 1)
+    return ProcessDecoders(config.server.workers or os.cpu_count() or 1, metrics=metrics)
 
 
 class Pipeline:
@@ -148,7 +148,7 @@ class Pipeline:
         self.pdq_dihedral = config.matching.pdq_dihedral
         self.metrics = metrics
         self.bounds = Bounds(lim.max_pixels, lim.max_scans, lim.max_segments, lim.max_frames)
-        self.decoders = decoders or make_decoders(config)
+        self.decoders = decoders or make_decoders(config, metrics)
         self.budget = DecodeBudget(lim.max_decode_bytes_in_flight, metrics)
 
     def start(self) -> None:

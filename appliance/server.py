@@ -27,6 +27,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from appliance.admission import HeldBytes
+from appliance.allocator import fix_mmap_threshold
 from appliance.audit import AuditLog
 from appliance.backend import make_pipeline, select_backend
 from appliance.batching import Batcher, Clock, MonotonicClock, resolve
@@ -299,6 +300,7 @@ async def create_server(
 
 async def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit status."""
+    fix_mmap_threshold()  # large request buffers go back to the system when freed
     handle = await create_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -202,8 +202,8 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             request_id = REQUEST_ID.get()
             # Group commit: one fsync covers every record of this request (and
             # of the requests beside it); answered only once it is durable.
-            pending = [app.audit.submit(request_id, r.id, r.matches) for r in results if r.matches]
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in pending))
+            await asyncio.wrap_future(app.audit.submit_many(
+                request_id, [(r.id, r.matches) for r in results if r.matches]))
         return results
 
     # -- RPCs ----------------------------------------------------------------
@@ -264,9 +264,8 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         )
         if app.audit is not None and audited:
             request_id = REQUEST_ID.get()
-            pending = [app.audit.submit(request_id, f"lookup[{index}]", hits)
-                       for index, hits in audited]
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in pending))
+            await asyncio.wrap_future(app.audit.submit_many(
+                request_id, [(f"lookup[{index}]", hits) for index, hits in audited]))
         return response
 
     @_rpc

@@ -22,6 +22,9 @@ Phases:
   ratios on/off of files/s and of p99 say what batching buys.
 - ``unloaded``: one caller, batching on: the latency of a lone file
   ("unloaded p99"), which includes waiting up to ``max_delay_ms`` for company.
+- ``on-inline``, ``unloaded-inline``: ``on`` and ``unloaded`` with
+  ``--decode-isolation inline``, the peer of the decode sandbox: what worker
+  processes cost ordinary files (ratios sandbox/inline).
 - ``overload``: an open-loop generator starts requests at a fixed rate,
   ``--overload-factor`` (2) times the files/s measured in ``on``, whatever the
   answers, with at most ``--max-outstanding`` in flight (the client stays
@@ -395,6 +398,13 @@ def ratios(by: dict[str, PhaseResult]) -> dict[str, float | None]:
     if off and on:
         out["on/off files/s"] = ratio(on.files_per_s, off.files_per_s)
         out["on/off p99"] = ratio(on.p99_ms, off.p99_ms)
+    on_inline, idle_inline = by.get("on-inline"), by.get("unloaded-inline")
+    if on and on_inline:
+        out["sandbox/inline files/s"] = ratio(on.files_per_s, on_inline.files_per_s)
+        out["sandbox/inline p99"] = ratio(on.p99_ms, on_inline.p99_ms)
+    if idle and idle_inline:
+        out["sandbox/inline unloaded p50"] = ratio(idle.p50_ms, idle_inline.p50_ms)
+        out["sandbox/inline unloaded p99"] = ratio(idle.p99_ms, idle_inline.p99_ms)
     if over:
         sent = over.requests + over.skipped_at_cap
         out["overload shed fraction"] = (
@@ -414,7 +424,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small corpus, 3 s phases (smoke run)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers here")
-    p.add_argument("--phases", default="off,on,unloaded,overload")
+    p.add_argument("--phases", default="off,on,unloaded,overload,on-inline,unloaded-inline")
     p.add_argument("--callers", type=int, default=16)
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
@@ -438,10 +448,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, requests: Requests) -> list[PhaseResult]:
     wanted = args.phases.split(",")
     results: dict[str, PhaseResult] = {}
+    inline = ("--decode-isolation", "inline")
     specs = {
         "off": PhaseSpec("off", ("--max-batch-items", "1"), callers=args.callers),
         "on": PhaseSpec("on", (), callers=args.callers),
         "unloaded": PhaseSpec("unloaded", (), callers=1),
+        # The peer of the decode sandbox: the same phases decoding in the
+        # hashing threads, with no worker processes.
+        "on-inline": PhaseSpec("on-inline", inline, callers=args.callers),
+        "unloaded-inline": PhaseSpec("unloaded-inline", inline, callers=1),
     }
     for name in wanted:
         if name == "overload":

@@ -32,10 +32,12 @@ class ServerProcess:
         self._reader.start()
 
     @classmethod
-    def start(cls, args: list[str], timeout: float = 120) -> ServerProcess:
+    def start(cls, args: list[str], timeout: float = 120,
+              config: str | None = None) -> ServerProcess:
+        """``appliance [--config CONFIG] serve ARGS`` on free ports, the CPU backend."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-        command = [sys.executable, "-m", "appliance", "serve", "--port", "0",
-                   "--metrics-port", "0", "--backend", "cpu", *args]  # fmt: skip
+        command = [sys.executable, "-m", "appliance", *(["--config", config] if config else []),
+                   "serve", "--port", "0", "--metrics-port", "0", "--backend", "cpu", *args]
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
         assert proc.stderr is not None
         timer = threading.Timer(timeout, proc.kill)  # a server that never gets ready
@@ -66,18 +68,28 @@ class ServerProcess:
                 self.problems.append(line)
 
     def _status(self, key: str) -> float | None:
-        """A ``Vm*`` line of /proc/PID/status, in MB (None once the process is gone)."""
+        """A ``Vm*`` line of /proc/PID/status, in MB (None once the process is gone);
+        other lines (Threads) as their plain number."""
         try:
             with open(f"/proc/{self.proc.pid}/status") as status:
                 for line in status:
                     if line.startswith(key + ":"):
-                        return int(line.split()[1]) * 1024 / 1e6
+                        value = int(line.split()[1])
+                        return value * 1024 / 1e6 if key.startswith("Vm") else value
         except OSError:
             pass
         return None
 
     def rss_mb(self) -> float | None:
         return self._status("VmRSS")
+
+    def tree_rss_mb(self) -> float:
+        """Resident memory of the server and all its descendants (the decode
+        zygote and its workers), in MB."""
+        return sum(_rss_mb(pid) for pid in descendants(self.proc.pid))
+
+    def threads(self) -> int:
+        return int(self._status("Threads") or 0)
 
     def hwm_mb(self) -> float | None:
         """Peak resident memory since the start (VmHWM)."""
@@ -110,6 +122,34 @@ class ServerProcess:
             self.problems.append(f"exited by itself during the phase (rc {self.proc.returncode})")
         self._reader.join(5)
         return time.perf_counter() - began, self.proc.returncode
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it, from the parents in /proc/*/stat."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -204,7 +204,7 @@ class _Gate(InlineDecoders):
 
 def test_large_pictures_never_hold_up_small_ones(serve, monkeypatch) -> None:
     gate = _Gate()
-    monkeypatch.setattr(pipeline_module, "make_decoders", lambda config: gate)
+    monkeypatch.setattr(pipeline_module, "make_decoders", lambda config, metrics=None: gate)
     srv = serve(_config(workers=2, heavy_workers=1, heavy_decode_bytes=16 << 20))
     big = hostile.gif_screen(3000, 3000)  # 9 MP: the heavy lane
     small = encode(synthetic_image(1, (64, 64)), "PNG")
@@ -233,7 +233,7 @@ def test_health_follows_the_decode_workers(serve, monkeypatch) -> None:
             pass
 
     flaky = Flaky()
-    monkeypatch.setattr(pipeline_module, "make_decoders", lambda config: flaky)
+    monkeypatch.setattr(pipeline_module, "make_decoders", lambda config, metrics=None: flaky)
     srv = serve(_config())
     with grpc.insecure_channel(srv.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -240,3 +240,31 @@ def test_inline_is_the_reference_of_the_worker() -> None:
     layout = probe(data, DEFAULT_BOUNDS)
     direct = hash_file(data, layout, PixelJob(ALL))
     assert _run(InlineDecoders(), data, PixelJob(ALL)).hashes == direct.hashes
+
+
+def test_killed_workers_are_counted_by_reason() -> None:
+    from appliance.metrics import Metrics
+
+    metrics = Metrics()
+    decoders = ProcessDecoders(1, metrics=metrics)
+    data, bounds = _slow()
+    with pytest.raises(ItemFault):
+        _run(decoders, data, PixelJob(("pdq",)), seconds=0.2, bounds=bounds)
+    decoders.close()
+
+    def value(reason: str) -> float:
+        sample = metrics.registry.get_sample_value(
+            "appliance_decode_workers_killed_total", {"reason": reason})
+        return sample or 0.0
+
+    assert value("timeout") == 1 and value("failed") == 0
+
+
+def test_a_bug_in_a_worker_is_told_by_type_and_traced_for_the_log() -> None:
+    decoders = ProcessDecoders(1)
+    frame, payload = decoders.pool.exchange({"layout": {}}, b"x", 10.0, None, 1 << 20)
+    reply = parse_reply(frame, payload, ("pdq",))
+    decoders.close()
+    assert reply.code == ItemCode.INTERNAL
+    assert reply.message == "internal error in the decoder: KeyError"  # no detail to clients
+    assert "Traceback" in reply.trace and "KeyError" in reply.trace

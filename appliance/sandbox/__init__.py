@@ -21,6 +21,7 @@ from typing import Protocol
 
 from appliance.decode import Cost, Layout
 from appliance.errors import ItemCode, ItemFault
+from appliance.metrics import Metrics
 from appliance.pixels import PixelJob, PixelResult, hash_file
 from appliance.sandbox.pool import (
     NoWorker,
@@ -88,8 +89,14 @@ class InlineDecoders:
 
 
 class ProcessDecoders:
-    def __init__(self, size: int, zygote: Zygote | None = None) -> None:
+    def __init__(self, size: int, zygote: Zygote | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.pool = WorkerPool(size, zygote or shared_zygote())
+        self._metrics = metrics
+
+    def _count(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.decode_workers_killed.labels(reason).inc()
 
     @property
     def healthy(self) -> bool:
@@ -99,7 +106,9 @@ class ProcessDecoders:
         self.pool.start()
 
     def close(self) -> None:
-        self.pool.close()
+        busy = self.pool.close()
+        for _ in range(busy):
+            self._count("shutdown")
 
     def run(self, data: bytes | memoryview, layout: Layout, job: PixelJob, cost: Cost,
             seconds: float, deadline: float | None) -> PixelResult:
@@ -108,21 +117,29 @@ class ProcessDecoders:
             "exif": job.exif_orientation, "fast": job.fast_min_side, "export": job.export_pdq,
             "memory": cost.memory,
         }
+        retired = self.pool.retired
         try:
             frame, payload = self.pool.exchange(header, data, seconds, deadline,
                                                 cost.exported + _REPLY_SLACK)
             reply = parse_reply(frame, payload, job.names)
         except WorkerTimeout as exc:
+            self._count("timeout")
             raise _timed_out(deadline) from exc
         except NoWorker as exc:
             raise ItemFault(ItemCode.OVERLOADED if deadline is None else
                             ItemCode.DEADLINE_EXCEEDED, str(exc)) from exc
         except ChannelClosed as exc:
+            self._count("failed")
             raise ItemFault(ItemCode.DECODER_FAILED,
                             f"the decoder's process died on this file ({exc})") from exc
         except SandboxUnavailable as exc:
             raise ItemFault(ItemCode.DECODER_FAILED, f"no decoder process: {exc}") from exc
+        finally:
+            if self.pool.retired > retired:
+                self._count("retired")
         if reply.code:
+            if reply.trace:
+                log.error("decode worker: %s\n%s", reply.message, reply.trace)
             raise ItemFault(reply.code, reply.message)
         return PixelResult(reply.hashes, reply.images, reply.decode_seconds, reply.hash_seconds,
                            reply.peak_bytes)

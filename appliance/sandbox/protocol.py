@@ -99,6 +99,8 @@ class Reply:
     decode_seconds: float = 0.0
     hash_seconds: float = 0.0
     peak_bytes: int = 0
+    # A worker's traceback of an internal error, for the server's log only.
+    trace: str = ""
 
 
 _CODES = frozenset(v for k, v in vars(ItemCode).items() if k.isupper())
@@ -113,7 +115,7 @@ def parse_reply(header: dict[str, Any], payload: bytearray, names: tuple[str, ..
             code, message = str(header["code"]), str(header["message"])[:2000]
             if code not in _CODES:
                 raise ValueError(f"unknown code {code!r}")
-            return Reply([], [], code, message, *timing)
+            return Reply([], [], code, message, *timing, trace=str(header.get("trace", ""))[:4000])
         hashes = [_hash(item, names) for item in header["hashes"]]
         images = _images(header["images"], payload)
     except (KeyError, TypeError, ValueError) as exc:

@@ -36,8 +36,9 @@ from appliance.sandbox.protocol import ChannelClosed, read_frame, reply_header, 
 _MEMORY_MARGIN = 1.25
 _MEMORY_FLOOR = 64 << 20
 _MAX_FILE = 1 << 31
-# A worker this much larger than when it was forked asks to be replaced.
-_RETIRE_GROWTH = 64 << 20
+# A worker this much larger than when it was forked asks to be replaced (its
+# allocator keeps up to 64 MiB of freed heap on purpose: see sandbox.pool).
+_RETIRE_GROWTH = 160 << 20
 
 
 def confine() -> None:
@@ -117,10 +118,11 @@ def serve(sock: socket.socket) -> None:
         try:
             _limit(job)
             header, images = _run(job, content)
-        except Exception as exc:  # a bug: the trace to the server's stderr, the type to the client
-            traceback.print_exc()
+        except Exception as exc:  # a bug: its type to the client, its trace to the server's log
+            # (Not to stderr: a worker may not grow files, and stderr may be one.)
             header, images = {"ok": False, "code": ItemCode.INTERNAL,
-                              "message": f"internal error in the decoder: {type(exc).__name__}"}, []
+                              "message": f"internal error in the decoder: {type(exc).__name__}",
+                              "trace": traceback.format_exc()[-4000:]}, []
         del content
         header["peak"] = max(0, _status("VmHWM") - base)
         header["retire"] = _status("VmRSS") - born > _RETIRE_GROWTH
