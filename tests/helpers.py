@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -16,7 +18,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from appliance.batching import Clock
-from appliance.config import Config, LimitsConfig, MatchingConfig, ServerConfig
+from appliance.config import Config, LimitsConfig, ListSpec, MatchingConfig, ServerConfig
 from appliance.loading import Loaded
 from appliance.server import ServerHandle, create_server
 from tests.imaging import encode, synthetic_image
@@ -91,6 +93,16 @@ def make_config(**limits: Any) -> Config:
         limits=LimitsConfig(**limits),
         matching=MatchingConfig(),
     )
+
+
+def with_lists(*specs: ListSpec, **server: Any) -> Config:
+    """``make_config()`` loading ``specs``, with ``server`` settings changed."""
+    config = make_config()
+    return replace(config, lists=specs, server=replace(config.server, **server))
+
+
+def md5_hex(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
 
 
 class ServerThread:

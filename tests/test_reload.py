@@ -6,29 +6,23 @@ import hashlib
 import os
 import signal
 import threading
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from appliance.config import Config, ListSpec, MatchingConfig
+from appliance.config import ListSpec, MatchingConfig
 from appliance.loading import Catalog
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 from tests.helpers import (
     ServerThread,
     encode,
-    make_config,
+    md5_hex,
     scene_image,
     start_server_process,
+    with_lists,
 )
-
-
-def _with_lists(*specs: ListSpec, **server: Any) -> Config:
-    config = make_config()
-    return replace(config, lists=specs, server=replace(config.server, **server))
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +30,11 @@ def files() -> list[bytes]:
     return [encode(scene_image(s), "PNG") for s in (1, 2, 3)]
 
 
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
 def test_allow_list_suppresses_block_hits(tmp_path: Path, files: list[bytes]) -> None:
     block, allow = tmp_path / "block.csv", tmp_path / "nsrl.csv"
-    block.write_text(f"id,md5\nB1,{_md5(files[0])}\nB2,{_md5(files[1])}\n")
-    allow.write_text(f"id,md5\nN1,{_md5(files[0])}\n")
-    config = _with_lists(ListSpec("block", str(block)),
+    block.write_text(f"id,md5\nB1,{md5_hex(files[0])}\nB2,{md5_hex(files[1])}\n")
+    allow.write_text(f"id,md5\nN1,{md5_hex(files[0])}\n")
+    config = with_lists(ListSpec("block", str(block)),
                          ListSpec("nsrl", str(allow), kind="allow"))
     srv = ServerThread(config)
     srv.wait_ready()
@@ -69,9 +59,9 @@ def test_allow_list_suppresses_block_hits(tmp_path: Path, files: list[bytes]) ->
 
 def test_catalog_reuses_untouched_lists(tmp_path: Path, files: list[bytes]) -> None:
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    a.write_text(f"id,md5\nA1,{_md5(files[0])}\n")
-    b.write_text(f"id,md5\nB1,{_md5(files[1])}\n")
-    config = _with_lists(ListSpec("a", str(a)), ListSpec("b", str(b)))
+    a.write_text(f"id,md5\nA1,{md5_hex(files[0])}\n")
+    b.write_text(f"id,md5\nB1,{md5_hex(files[1])}\n")
+    config = with_lists(ListSpec("a", str(a)), ListSpec("b", str(b)))
     catalog = Catalog()
     first = catalog.load(config)
     assert sorted(catalog.rebuilt) == ["a", "b"]
@@ -80,14 +70,14 @@ def test_catalog_reuses_untouched_lists(tmp_path: Path, files: list[bytes]) -> N
     os.utime(a, ns=(1, 1))  # touched, same content: re-read, not re-indexed
     third = catalog.load(config)
     assert catalog.rebuilt == [] and third.snapshot.indexes[0] is first.snapshot.indexes[0]
-    b.write_text(f"id,md5\nB1,{_md5(files[1])}\nB2,{_md5(files[2])}\n")
+    b.write_text(f"id,md5\nB1,{md5_hex(files[1])}\nB2,{md5_hex(files[2])}\n")
     fourth = catalog.load(config)
     assert catalog.rebuilt == ["b"]
     assert fourth.snapshot.indexes[0] is first.snapshot.indexes[0]
     new_b, old_b = fourth.snapshot.indexes[1], first.snapshot.indexes[1]
     assert new_b.hash_list.version != old_b.hash_list.version
     # Disabled lists are not loaded; categories are mapped.
-    mapped = _with_lists(ListSpec("a", str(a), categories=(("", "unrated"),)),
+    mapped = with_lists(ListSpec("a", str(a), categories=(("", "unrated"),)),
                          ListSpec("b", str(b), enabled=False))
     loaded = Catalog().load(mapped)
     assert [x.name for x in loaded.snapshot.indexes] == ["a"]
@@ -96,7 +86,7 @@ def test_catalog_reuses_untouched_lists(tmp_path: Path, files: list[bytes]) -> N
 
 def test_reloads_under_load_lose_nothing_and_never_mix(tmp_path: Path, files: list[bytes]) -> None:
     listing = tmp_path / "l.csv"
-    base = f"id,md5,sha256\nE1,{_md5(files[0])},{hashlib.sha256(files[0]).hexdigest()}\n"
+    base = f"id,md5,sha256\nE1,{md5_hex(files[0])},{hashlib.sha256(files[0]).hexdigest()}\n"
 
     def write(version: int) -> str:
         text = base + f"X{version},{version:032x},\n"
@@ -104,7 +94,7 @@ def test_reloads_under_load_lose_nothing_and_never_mix(tmp_path: Path, files: li
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     versions = {write(0)}
-    srv = ServerThread(_with_lists(ListSpec("l", str(listing))))
+    srv = ServerThread(with_lists(ListSpec("l", str(listing))))
     srv.wait_ready()
     stop = threading.Event()
     seen: list[str] = []
@@ -155,11 +145,11 @@ def test_reloads_under_load_lose_nothing_and_never_mix(tmp_path: Path, files: li
 
 def test_watching_reloads_changed_files(tmp_path: Path, files: list[bytes]) -> None:
     listing = tmp_path / "w.csv"
-    listing.write_text(f"id,md5\nW1,{_md5(files[0])}\n")
-    srv = ServerThread(_with_lists(ListSpec("w", str(listing)), watch_lists_seconds=0.02))
+    listing.write_text(f"id,md5\nW1,{md5_hex(files[0])}\n")
+    srv = ServerThread(with_lists(ListSpec("w", str(listing)), watch_lists_seconds=0.02))
     first = srv.wait_ready().snapshot.lists[0].version
     try:
-        listing.write_text(f"id,md5\nW1,{_md5(files[0])}\nW2,{_md5(files[1])}\n")
+        listing.write_text(f"id,md5\nW1,{md5_hex(files[0])}\nW2,{md5_hex(files[1])}\n")
         changed = threading.Event()
         for _ in range(500):  # bounded: the watcher looks every 20 ms
             loaded = srv.handle.app.lists.loaded
@@ -174,11 +164,11 @@ def test_watching_reloads_changed_files(tmp_path: Path, files: list[bytes]) -> N
 
 def test_sighup_reloads_a_running_server(tmp_path: Path, files: list[bytes]) -> None:
     listing = tmp_path / "h.csv"
-    listing.write_text(f"id,md5\nH1,{_md5(files[0])}\n")
+    listing.write_text(f"id,md5\nH1,{md5_hex(files[0])}\n")
     server, address, _ = start_server_process("--lists", f"h={listing}")
     try:
         assert server.stderr is not None
-        listing.write_text(f"id,md5\nH1,{_md5(files[0])}\nH2,{_md5(files[1])}\n")
+        listing.write_text(f"id,md5\nH1,{md5_hex(files[0])}\nH2,{md5_hex(files[1])}\n")
         server.send_signal(signal.SIGHUP)
         for line in server.stderr:  # the reload logs its outcome
             if "reloaded on SIGHUP" in line:
@@ -231,7 +221,7 @@ def test_deltas_add_and_delete_after_the_base_list(tmp_path: Path, files: list[b
     added = tmp_path / "d2.csv"
     added.write_text(f"id,pdq\nC,{pdqs[2]}\n")
     spec = ListSpec("l", str(base), deltas=(str(withdrawn), str(added)))
-    loaded = Catalog().load(_with_lists(spec))
+    loaded = Catalog().load(with_lists(spec))
     hl = loaded.snapshot.lists[0]
     assert sorted(hl.entry_ids) == ["A", "C"]
     digests = b"".join(hashlib.sha256(p.read_bytes()).digest()

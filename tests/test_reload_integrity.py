@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from appliance.metrics import Metrics
 from appliance.reloader import ListManager
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
-from tests.helpers import ServerThread, encode, make_config, scene_image
+from tests.helpers import ServerThread, encode, md5_hex, scene_image, with_lists
 from tests.lists.format_fixtures import nsrl_sqlite
 from tests.lists.integrity_helpers import (
     during_read,
@@ -36,18 +35,9 @@ from tests.lists.integrity_helpers import (
 )
 
 
-def _with_lists(*specs: ListSpec, **server: Any) -> Config:
-    config = make_config()
-    return replace(config, lists=specs, server=replace(config.server, **server))
-
-
 @pytest.fixture(scope="module")
 def files() -> list[bytes]:
     return [encode(scene_image(s), "PNG") for s in (1, 2, 3)]
-
-
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
 
 
 # --- every failure counted; an explicit reload reads at once ---
@@ -63,10 +53,10 @@ def test_a_corrupt_sqlite_list_fails_the_reload_and_the_old_one_serves(
 ) -> None:
     path = tmp_path / "nsrl.db"
     good = nsrl_sqlite(path, [(hashlib.sha256(f).hexdigest(), hashlib.sha1(f).hexdigest(),
-                               _md5(f), "", "", 1, 1) for f in files[:1]]
+                               md5_hex(f), "", "", 1, 1) for f in files[:1]]
                        + [(f"{i:064x}", f"{i:040x}", f"{i:032x}", "", "", 1, 1)
                           for i in range(3000)])
-    srv = ServerThread(_with_lists(ListSpec("nsrl", str(path))))
+    srv = ServerThread(with_lists(ListSpec("nsrl", str(path))))
     version = srv.wait_ready().snapshot.lists[0].version
     try:
         aside = tmp_path / "nsrl.db.new"
@@ -90,7 +80,7 @@ def test_a_corrupt_sqlite_list_fails_the_reload_and_the_old_one_serves(
 def test_an_unexpected_exception_from_the_loader_is_a_counted_failure(tmp_path: Path) -> None:
     listing = tmp_path / "l.csv"
     listing.write_text(f"id,md5\nA,{'0' * 32}\n")
-    config = _with_lists(ListSpec("l", str(listing)))
+    config = with_lists(ListSpec("l", str(listing)))
     catalog = Catalog()
     fail = [True]
 
@@ -123,14 +113,14 @@ def test_an_unexpected_exception_from_the_loader_is_a_counted_failure(tmp_path: 
 
 def test_an_explicit_reload_reads_at_once(tmp_path: Path, files: list[bytes]) -> None:
     listing = tmp_path / "l.csv"
-    listing.write_text(f"id,md5\nA,{_md5(files[0])}\n")
-    srv = ServerThread(_with_lists(ListSpec("l", str(listing))))
+    listing.write_text(f"id,md5\nA,{md5_hex(files[0])}\n")
+    srv = ServerThread(with_lists(ListSpec("l", str(listing))))
     srv.wait_ready()
     try:
         with grpc.insecure_channel(srv.address) as channel:
             stub = pb_grpc.ApplianceStub(channel)
             with listing.open("w") as f:  # complete and closed just before
-                f.write(f"id,md5\nA,{_md5(files[0])}\nB,{_md5(files[1])}\n")
+                f.write(f"id,md5\nA,{md5_hex(files[0])}\nB,{md5_hex(files[1])}\n")
             reply = stub.ReloadLists(pb.ReloadRequest())
             assert reply.ok, reply.message
             assert reply.lists[0].version == hashlib.sha256(listing.read_bytes()).hexdigest()[:16]
@@ -138,7 +128,7 @@ def test_an_explicit_reload_reads_at_once(tmp_path: Path, files: list[bytes]) ->
             if why:
                 pytest.skip(f"the still-being-written half: {why}")
             with listing.open("a") as writer:  # mid-write: refused, cleanly
-                writer.write(f"C,{_md5(files[2])}")
+                writer.write(f"C,{md5_hex(files[2])}")
                 writer.flush()
                 reply = stub.ReloadLists(pb.ReloadRequest())
             assert not reply.ok and "still open for writing" in reply.message
@@ -152,7 +142,7 @@ def test_an_explicit_reload_reads_at_once(tmp_path: Path, files: list[bytes]) ->
 
 def _watched(path: Path, **manager: Any) -> Any:
     catalog = Catalog()
-    config = _with_lists(ListSpec("w", str(path)))
+    config = with_lists(ListSpec("w", str(path)))
     return ListManager(config, Metrics(), catalog.load, catalog.fingerprints, **manager)
 
 

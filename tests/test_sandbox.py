@@ -112,32 +112,8 @@ def test_a_decode_over_its_memory_fails_in_the_worker(decoders) -> None:
     assert _run(decoders, data, PixelJob(("pdq",))).hashes[0].quality == 0  # flat, but hashed
 
 
-def test_a_worker_that_dies_fails_its_file_only() -> None:
-    decoders = ProcessDecoders(1)
-    data, bounds = _slow()
-    outcome: list[BaseException] = []
-
-    def slow_job() -> None:
-        try:
-            _run(decoders, data, PixelJob(("pdq",)), bounds=bounds)
-        except ItemFault as fault:
-            outcome.append(fault)
-
-    thread = threading.Thread(target=slow_job)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not decoders.pool._busy and time.monotonic() < deadline:
-        time.sleep(0.01)
-    [worker] = list(decoders.pool._busy)
-    os.kill(worker.pid, signal.SIGKILL)  # as the kernel's OOM killer would
-    thread.join(30)
-    assert [f.code for f in outcome] == [ItemCode.DECODER_FAILED]  # type: ignore[attr-defined]
-    assert _run(decoders, encode(synthetic_image(10), "PNG"), PixelJob(("pdq",))).hashes
-    decoders.close()
-
-
-def test_close_stops_busy_workers() -> None:
-    decoders = ProcessDecoders(1)
+def _slow_job_running(decoders: ProcessDecoders) -> tuple[threading.Thread, list[str]]:
+    """A slow decode started in a thread, once its worker is busy; its fault codes."""
     data, bounds = _slow()
     codes: list[str] = []
 
@@ -152,6 +128,23 @@ def test_close_stops_busy_workers() -> None:
     deadline = time.monotonic() + 30
     while not decoders.pool._busy and time.monotonic() < deadline:
         time.sleep(0.01)
+    return thread, codes
+
+
+def test_a_worker_that_dies_fails_its_file_only() -> None:
+    decoders = ProcessDecoders(1)
+    thread, codes = _slow_job_running(decoders)
+    [worker] = list(decoders.pool._busy)
+    os.kill(worker.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    thread.join(30)
+    assert codes == [ItemCode.DECODER_FAILED]
+    assert _run(decoders, encode(synthetic_image(10), "PNG"), PixelJob(("pdq",))).hashes
+    decoders.close()
+
+
+def test_close_stops_busy_workers() -> None:
+    decoders = ProcessDecoders(1)
+    thread, codes = _slow_job_running(decoders)
     started = time.monotonic()
     decoders.close()
     thread.join(30)
