@@ -183,25 +183,47 @@ def _heavy_workers(config: Config, workers: int) -> int:
     return config.server.heavy_workers or max(1, workers // 2)
 
 
-def _lanes(config: Config, backend: str, workers: int, pipeline: Pipeline, app: App) -> Lanes:
+def _lanes(config: Config, backend: str, workers: int, pipeline: Pipeline,
+           pools: _Pools, clock: Clock, metrics: Metrics, held: HeldBytes) -> Lanes:
     """The light lane with the configured batching; the heavy lane one file per
     batch, ``server.heavy_workers`` at once, with a short queue of its own."""
     light_cfg = resolve(config.batching, backend, workers)
     heavy_workers = _heavy_workers(config, workers)
     heavy_cfg = replace(light_cfg, max_batch_items=1, max_concurrent_batches=heavy_workers,
                         max_queue_items=_HEAVY_QUEUE_ITEMS, max_queue_wait_ms=_HEAVY_QUEUE_WAIT_MS)
-    clock = app.clock
 
     async def run_batch(work: list[Work]) -> list[ItemResult]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(app.batch_pool, run_work, pipeline, app.pool, work,
+        return await loop.run_in_executor(pools.batch, run_work, pipeline, pools.work, work,
                                           clock)
 
     light = Batcher(run_batch, light_cfg, size_of, light_cfg.max_concurrent_batches, clock,
-                    app.metrics, app.held)
-    heavy = Batcher(run_batch, heavy_cfg, size_of, heavy_workers, clock, app.metrics, app.held,
+                    metrics, held)
+    heavy = Batcher(run_batch, heavy_cfg, size_of, heavy_workers, clock, metrics, held,
                     lane="heavy")
-    return Lanes(light, heavy, pipeline, app.intake_pool, clock)
+    return Lanes(light, heavy, pipeline, pools.intake, clock)
+
+
+@dataclass(frozen=True)
+class _Pools:
+    """The server's thread pools (see ``App``)."""
+
+    work: ThreadPoolExecutor
+    batch: ThreadPoolExecutor
+    intake: ThreadPoolExecutor
+    lookup: ThreadPoolExecutor
+
+    @classmethod
+    def make(cls, config: Config, workers: int, drivers: int) -> _Pools:
+        return cls(
+            work=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work"),
+            # Batches at once, in both lanes: each has a driver thread, which waits
+            # on the worker pool (hashing, decoding) and, on a GPU, on the device.
+            batch=ThreadPoolExecutor(max_workers=drivers, thread_name_prefix="appliance-batch"),
+            intake=ThreadPoolExecutor(max_workers=2, thread_name_prefix="appliance-intake"),
+            lookup=ThreadPoolExecutor(max_workers=config.server.max_inflight_lookups,
+                                      thread_name_prefix="appliance-lookup"),
+        )
 
 
 async def create_server(
@@ -237,26 +259,22 @@ async def create_server(
         return loaded
 
     batching = resolve(config.batching, backend.name, workers)
-    drivers = batching.max_concurrent_batches + _heavy_workers(config, workers)
+    pools = _Pools.make(config, workers,
+                        batching.max_concurrent_batches + _heavy_workers(config, workers))
+    batch_clock = clock or MonotonicClock()
+    held = HeldBytes(config.batching.max_inflight_bytes)
     app = App(
         config=config, backend=backend, metrics=metrics, pipeline=pipeline,
-        pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="appliance-work"),
-        # Batches at once, in both lanes: each has a driver thread, which waits
-        # on the worker pool (hashing, decoding) and, on a GPU, on the device.
-        batch_pool=ThreadPoolExecutor(max_workers=drivers, thread_name_prefix="appliance-batch"),
-        intake_pool=ThreadPoolExecutor(max_workers=2, thread_name_prefix="appliance-intake"),
-        lookup_pool=ThreadPoolExecutor(max_workers=config.server.max_inflight_lookups,
-                                       thread_name_prefix="appliance-lookup"),
+        pool=pools.work, batch_pool=pools.batch, intake_pool=pools.intake,
+        lookup_pool=pools.lookup,
         lists=ListManager(
             config, metrics, load_and_prepare,
             catalog.fingerprints if loader is None else None,
         ),
-        lanes=None,  # type: ignore[arg-type]  # set just below: the lanes need the app's pools
-        clock=clock or MonotonicClock(),
-        held=HeldBytes(config.batching.max_inflight_bytes),
+        lanes=_lanes(config, backend.name, workers, pipeline, pools, batch_clock, metrics, held),
+        clock=batch_clock, held=held,
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )
-    app.lanes = _lanes(config, backend.name, workers, pipeline, app)
     limits = config.limits
     # The largest message any configured limit allows, no more: a single-file
     # call cannot make the server receive a 256 MiB message when files are 64 MiB.

@@ -155,12 +155,11 @@ class Zygote:
 
     def _close_locked(self) -> None:
         if self._control is not None:
-            self._control.close()  # the zygote exits on EOF
+            self._control.close()
             self._control = None
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(2)
-            self._reap()
+        # The zygote holds nothing worth a clean exit (it would exit on the
+        # closed channel too): killed at once, so that shutdown never waits on it.
+        self._reap()
 
     def close(self) -> None:
         with self._lock:
