@@ -29,4 +29,8 @@ ENV PATH=/opt/appliance/bin:$PATH
 USER appliance
 EXPOSE 50051 9464
 # Bind all interfaces inside the container; lists are mounted and named with --lists.
+# Plaintext on a non-loopback address is refused: mount a certificate and add
+# `--tls-cert /certs/tls.crt --tls-key /certs/tls.key` (and `--identities FILE`),
+# or, behind a sidecar or mesh that terminates TLS, run with
+# `-e APPLIANCE_SECURITY_ALLOW_INSECURE=true`.
 ENTRYPOINT ["appliance", "serve", "--host", "0.0.0.0", "--backend", "auto"]

@@ -57,11 +57,19 @@ def _config(args: argparse.Namespace) -> cfg.Config:
         "exif_orientation": getattr(args, "exif_orientation", None),
     }
     limits = {"decode_isolation": getattr(args, "decode_isolation", None)}
+    security = {
+        "tls_cert": getattr(args, "tls_server_cert", None),
+        "tls_key": getattr(args, "tls_server_key", None),
+        "tls_client_ca": getattr(args, "tls_client_ca", None),
+        "identities_file": getattr(args, "identities", None),
+        "allow_insecure": getattr(args, "allow_insecure", None),
+        "metrics_tls": getattr(args, "metrics_tls", None),
+    }
     return cfg.load(
         path=args.config,
         env=os.environ,
         overrides={"server": server, "hashing": hashing, "matching": matching,
-                   "batching": batching, "limits": limits},
+                   "batching": batching, "limits": limits, "security": security},
         lists=getattr(args, "lists", None),
     )
 
@@ -145,9 +153,11 @@ def _signals(args: argparse.Namespace) -> tuple[str, ...]:
 
 def cmd_hash_or_match(args: argparse.Namespace, match: bool) -> int:
     if getattr(args, "server", None):
-        from appliance.client import match_files
+        from appliance.client import ClientAuth, match_files
 
-        return match_files(args.server, args.files, _signals(args), match)
+        auth = ClientAuth(ca=args.tls_ca or "", cert=args.tls_cert or "", key=args.tls_key or "",
+                          token=args.token or os.environ.get("APPLIANCE_TOKEN", ""))
+        return match_files(args.server, args.files, _signals(args), match, auth)
     config = _config(args)
     paths = [Path(f) for f in args.files]
     failed = False
@@ -231,7 +241,7 @@ def cmd_lists_compile(args: argparse.Namespace) -> int:
     loaded = Catalog().load(config)
     size = write_compiled(args.out, loaded.snapshot.indexes, loaded.sources)
     for index in loaded.snapshot.indexes:
-        counts = ", ".join(f"{s} {index.count(s)}" for s in index.matchers)
+        counts = ", ".join(f"{s} {index.count(s)}" for s in index.matchers) or "no values"
         print(f"{index.name}@{index.hash_list.version} [{index.kind}]: {counts}", file=sys.stderr)
     print(f"wrote {args.out}: {size / 1e6:.1f} MB in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
@@ -248,6 +258,12 @@ def cmd_lists_inspect(args: argparse.Namespace) -> int:
         info["verified"] = True
     print(json.dumps(info, indent=2))
     return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from appliance.audit_chain import run_verify
+
+    return run_verify(args.files)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -271,6 +287,16 @@ def _add_hashing(p: argparse.ArgumentParser) -> None:
                    "limits.max_decode_seconds (default); inline: in the hashing threads")
 
 
+def _add_client(p: argparse.ArgumentParser) -> None:
+    """How --server is reached: TLS, a client certificate, a token."""
+    g = p.add_argument_group("with --server")
+    g.add_argument("--tls-ca", metavar="FILE",
+                   help="TLS, trusting this CA for the server's certificate")
+    g.add_argument("--tls-cert", metavar="FILE", help="this client's certificate (mutual TLS)")
+    g.add_argument("--tls-key", metavar="FILE", help="its private key")
+    g.add_argument("--token", help="bearer token (default: $APPLIANCE_TOKEN)")
+
+
 def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "cpu", "gpu", "gpu-sim"],
                    help="compute backend (default cpu; auto: the GPU when there is one; "
@@ -278,7 +304,9 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
 
 
 def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
-    help_text = "hash lists, PATH or NAME=PATH (default: the embedded demo list)"
+    help_text = (f"hash lists (default: the embedded demo list), each {cfg.SPEC_FORMS}; "
+                 "KIND block or allow (default: allow for the NSRL formats, block for the "
+                 "others), FORMAT auto (default) or a list format")
     if greedy:
         p.add_argument("--lists", nargs="+", action="extend", metavar="SPEC", help=help_text)
     else:
@@ -311,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="log every RPC (request id, method, code, seconds), not only failures")
     p.add_argument("--grace-seconds", type=float,
                    help="on SIGTERM, time given to accepted requests (default 10)")
+    t = p.add_argument_group("security (see README: Who may ask what)")
+    t.add_argument("--tls-cert", dest="tls_server_cert", metavar="FILE",
+                   help="the server's certificate (PEM): TLS on the gRPC port")
+    t.add_argument("--tls-key", dest="tls_server_key", metavar="FILE",
+                   help="its private key (PEM)")
+    t.add_argument("--tls-client-ca", metavar="FILE",
+                   help="CA of client certificates: mutual TLS, certificates required")
+    t.add_argument("--identities", metavar="FILE",
+                   help="identities (TOML): tokens, scopes, rate limits; without: open mode")
+    t.add_argument("--allow-insecure", action="store_true", default=None,
+                   help="serve plaintext on a non-loopback address (a sidecar terminates TLS)")
+    t.add_argument("--metrics-tls", action="store_true", default=None,
+                   help="serve the metrics port over TLS with the same certificate")
     g = p.add_argument_group("batching (see README: Serving at scale)")
     g.add_argument("--max-batch-items", type=int,
                    help="files per batch (default 0: one per worker on cpu, 256 on gpu; "
@@ -344,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dihedral", action="store_true", default=None,
                    help="also print PDQ's 7 other rotations/flips (pdq_variants)")
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
+    _add_client(p)
     p.add_argument("files", nargs="+", metavar="FILE")
     _add_backend(p)
     p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=False))
@@ -352,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signals", help=signals_help)
     _add_hashing(p)
     p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
+    _add_client(p)
     _add_lists(p, greedy=False)
     p.add_argument("files", nargs="+", metavar="FILE")
     _add_backend(p)
@@ -376,13 +419,24 @@ def build_parser() -> argparse.ArgumentParser:
         "compile", help="parse lists and build their indexes into one snapshot file that "
                         "`serve --lists FILE` maps at once")
     q.add_argument("specs", nargs="*", metavar="SPEC",
-                   help="PATH or NAME=PATH (default: the [[lists]] of --config)")
+                   help=f"lists to compile (default: the [[lists]] of --config), each "
+                   f"{cfg.SPEC_FORMS}; KIND block or allow (default: allow for the NSRL "
+                   "formats, block for the others), FORMAT auto (default) or a list format")
     q.add_argument("-o", "--out", required=True, metavar="FILE")
     q.set_defaults(func=cmd_lists_compile)
     q = lists_sub.add_parser("inspect", help="lists, versions and counts of a snapshot file")
     q.add_argument("file", metavar="FILE")
     q.add_argument("--verify", action="store_true", help="also check every array's checksum")
     q.set_defaults(func=cmd_lists_inspect)
+
+    p = sub.add_parser("audit", help="check the audit log")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    q = audit_sub.add_parser(
+        "verify", help="check the hash chain of audit log files: exit 0 when it holds, "
+                       "1 at the first bad record")
+    q.add_argument("files", nargs="+", metavar="FILE",
+                   help="oldest first: the rotated files, then the current one")
+    q.set_defaults(func=cmd_audit_verify)
 
     p = sub.add_parser("demo", help="write the demo images and their list")
     p.add_argument("--out", required=True, metavar="DIR")

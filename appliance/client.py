@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +35,45 @@ def _chunks(path: Path, name: str, signals: Sequence[str]) -> Iterator[pb.Chunk]
             first = False
 
 
-def match_files(address: str, files: Sequence[str], signals: Sequence[str], match: bool) -> int:
+@dataclass(frozen=True)
+class ClientAuth:
+    """How the client reaches the server: TLS (with ``ca``, or a client
+    certificate), and a bearer token. All empty: plaintext, anonymous."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    token: str = ""
+
+    def channel(self, address: str) -> grpc.Channel:
+        if not (self.ca or self.cert or self.key):
+            return grpc.insecure_channel(address)
+        from appliance.security.tls import client_credentials
+
+        return grpc.secure_channel(address, client_credentials(self.ca, self.cert, self.key))
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+def match_files(address: str, files: Sequence[str], signals: Sequence[str], match: bool,
+                auth: ClientAuth | None = None) -> int:
     failed = False
-    with grpc.insecure_channel(address) as channel:
+    auth = auth or ClientAuth()
+    metadata = auth.metadata
+    with auth.channel(address) as channel:
         stub = pb_grpc.ApplianceStub(channel)
         for name in files:
             path = Path(name)
             try:
                 if match and path.stat().st_size > SINGLE_CALL_LIMIT:
-                    response = stub.MatchStream(_chunks(path, name, signals))
+                    response = stub.MatchStream(_chunks(path, name, signals), metadata=metadata)
                 else:
                     request = pb.FileRequest(
                         id=name, content=path.read_bytes(), signals=list(signals)
                     )
-                    response = (stub.Match if match else stub.Hash)(request)
+                    response = (stub.Match if match else stub.Hash)(request, metadata=metadata)
             except OSError as exc:
                 failed = True
                 obj: dict[str, Any] = {

@@ -163,6 +163,32 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Who may ask what (appliance.security). Without ``identities_file`` the
+    server is in open mode: one anonymous identity with every scope and full
+    answers, for development and for meshes that authenticate callers."""
+
+    # TLS for the gRPC port: a certificate and its key (PEM); with a client
+    # CA, client certificates are required (mutual TLS). Reloaded on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # The identities: tokens (as SHA-256) or certificate subjects, scopes,
+    # rate limits, what answers reveal. Reloaded on SIGHUP.
+    identities_file: str = ""
+    # Serve plaintext on an address other than loopback. Refused unless set:
+    # for a mesh whose sidecar terminates TLS in front of the appliance.
+    allow_insecure: bool = False
+    # The metrics port with the gRPC port's certificate too.
+    metrics_tls: bool = False
+    # Protected answers (security.secrecy): a hit within this many bits inside
+    # its threshold is at the edge; an identity that sends more than
+    # probe_budget distinct queries at the edge of one entry is suspended.
+    probe_band: int = 4
+    probe_budget: int = 32
+
+
+@dataclass(frozen=True)
 class HashingConfig:
     # "exact": PDQ of the full-size decode, bit for bit the reference's.
     # "fast": JPEGs decoded at a reduced DCT scale first (see README for the drift).
@@ -193,26 +219,48 @@ class MatchingConfig:
 
 
 ListKind = Literal["block", "allow"]
+# What a list spec says of its kind: "auto" (not said) becomes, once the
+# list's format is known, that format's kind (appliance.lists.default_kind:
+# allow for the NSRL formats, block for the others); block or allow always win.
+SpecKind = Literal["auto", "block", "allow"]
+AUTO_KIND: SpecKind = "auto"
+_SPEC_KINDS: dict[str, SpecKind] = {kind: kind for kind in get_args(SpecKind)}
+
+SPEC_FORMS = "PATH, NAME=PATH, NAME:KIND=PATH or NAME:KIND:FORMAT=PATH"
+
+
+def _formats() -> tuple[str, ...]:
+    # Imported here: the list parsers (NumPy, SQLite) are not needed to read a
+    # configuration, and appliance.lists itself imports this module.
+    from appliance.lists import AUTO, FORMATS
+
+    return (AUTO, *FORMATS)
 
 
 @dataclass(frozen=True)
 class ListSpec:
-    """One hash list to load: ``NAME=PATH`` or ``PATH`` (name = file stem) on the
-    command line; in the configuration file, a ``[[lists]]`` table with:
+    """One hash list to load. On the command line ``PATH`` (name = file stem),
+    ``NAME=PATH``, ``NAME:KIND=PATH`` or ``NAME:KIND:FORMAT=PATH`` (``parse``);
+    in the configuration file, a ``[[lists]]`` table with:
 
     - ``format``: "auto" (detected from the content) or a format name;
-    - ``kind``: "block" (matches are reported) or "allow" (known-benign files,
-      e.g. NSRL: a hit suppresses the block hits of the same file);
+    - ``kind``: "block" (matches are reported) or "allow" (known-benign files:
+      a hit suppresses the block hits of the same file); "auto", the default,
+      is allow for the NSRL formats and block for every other;
     - ``enabled``: false keeps the list configured but not loaded;
     - ``signals``: only these of the list's signals are indexed (empty: all);
     - ``categories``: the list's own category values mapped to ours;
     - ``deltas``: files of additions and deletions applied after ``path``, in order.
+
+    For a compiled snapshot, ``name`` names the file, not its lists (they keep
+    their compiled names); ``kind``, ``signals`` and ``categories`` apply to
+    every list in it, or the load is refused (appliance.loading).
     """
 
     name: str
     path: str
     format: str = "auto"
-    kind: ListKind = "block"
+    kind: SpecKind = AUTO_KIND
     enabled: bool = True
     signals: tuple[str, ...] = ()
     categories: tuple[tuple[str, str], ...] = ()
@@ -220,12 +268,30 @@ class ListSpec:
 
     @classmethod
     def parse(cls, spec: str) -> ListSpec:
-        name, sep, path = spec.partition("=")
+        """A command-line spec. Without "=" the whole spec is the PATH (which may
+        then hold ":"); with one, what comes before the first "=" is
+        NAME[:KIND[:FORMAT]], KIND block or allow, FORMAT a list format or auto."""
+        head, sep, path = spec.partition("=")
         if not sep:
-            path, name = spec, Path(spec).stem
-        if not name or not path:
-            raise ConfigError(f"list spec {spec!r} must be PATH or NAME=PATH")
-        return cls(name=name, path=path)
+            if not Path(spec).stem:
+                raise _bad_spec(spec, "its PATH has no file name to name the list by")
+            return cls(name=Path(spec).stem, path=spec)
+        parts = head.split(":")
+        if not path:
+            raise _bad_spec(spec, "the PATH after '=' is empty")
+        if len(parts) > 3:
+            raise _bad_spec(spec, f"{head!r} has {len(parts) - 1} ':', at most 2")
+        if not all(parts):
+            raise _bad_spec(spec, f"{head!r} has an empty part")
+        if "/" in head:
+            # Most likely a PATH that holds "=": it needs a NAME= in front.
+            raise _bad_spec(spec, f"{head!r} is not a NAME (it holds '/')")
+        name, kind, fmt = (*parts, "", "")[:3]
+        if kind and kind not in get_args(ListKind):
+            raise _bad_spec(spec, f"unknown KIND {kind!r}")
+        if fmt and fmt not in _formats():
+            raise _bad_spec(spec, f"unknown FORMAT {fmt!r}")
+        return cls(name=name, path=path, format=fmt or "auto", kind=_SPEC_KINDS[kind or "auto"])
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any]) -> ListSpec:
@@ -235,22 +301,35 @@ class ListSpec:
             raise ConfigError(f"[[lists]]: unknown keys {sorted(unknown)}; known: {sorted(known)}")
         if "name" not in table or "path" not in table:
             raise ConfigError(f"[[lists]] needs name and path, got {dict(table)}")
-        kind = str(table.get("kind", "block"))
-        if kind not in get_args(ListKind):
-            raise ConfigError(f"list {table['name']!r}: kind must be block or allow, got {kind!r}")
+        kind = _SPEC_KINDS.get(str(table.get("kind", AUTO_KIND)))
+        if kind is None:
+            raise ConfigError(f"list {table['name']!r}: kind must be block or allow "
+                              f"(or auto: allow for NSRL formats, else block), "
+                              f"got {table['kind']!r}")
+        fmt = str(table.get("format", "auto"))
+        if fmt not in _formats():
+            raise ConfigError(f"list {table['name']!r}: unknown format {fmt!r}; "
+                              f"known: {', '.join(_formats())}")
         categories = table.get("categories", {})
         if not isinstance(categories, Mapping):
             raise ConfigError(f"list {table['name']!r}: categories must be a table")
         return cls(
             name=str(table["name"]),
             path=str(table["path"]),
-            format=str(table.get("format", "auto")),
-            kind=kind,  # type: ignore[arg-type]  # checked above
+            format=fmt,
+            kind=kind,
             enabled=bool(table.get("enabled", True)),
             signals=tuple(str(s) for s in table.get("signals", ())),
             categories=tuple((str(k), str(v)) for k, v in categories.items()),
             deltas=tuple(str(d) for d in table.get("deltas", ())),
         )
+
+
+def _bad_spec(spec: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"list spec {spec!r}: {why}; a list spec is {SPEC_FORMS} "
+        f"(KIND: {' or '.join(get_args(ListKind))}; FORMAT: {', '.join(_formats())})"
+    )
 
 
 @dataclass(frozen=True)
@@ -261,8 +340,22 @@ class Config:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     gpu: GpuConfig = field(default_factory=GpuConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     # Empty: the embedded demo list (see appliance.demo).
     lists: tuple[ListSpec, ...] = ()
+
+    def _validate_security(self) -> None:
+        sec = self.security
+        if bool(sec.tls_cert) != bool(sec.tls_key):
+            raise ConfigError("security.tls_cert and security.tls_key go together")
+        if sec.tls_client_ca and not sec.tls_cert:
+            raise ConfigError("security.tls_client_ca needs security.tls_cert and tls_key")
+        if sec.metrics_tls and not sec.tls_cert:
+            raise ConfigError("security.metrics_tls needs security.tls_cert and tls_key")
+        if not 1 <= sec.probe_band <= 32:
+            raise ConfigError(f"security.probe_band must be 1..32, got {sec.probe_band}")
+        if sec.probe_budget < 1:
+            raise ConfigError(f"security.probe_budget must be positive, got {sec.probe_budget}")
 
     def validate(self) -> Config:
         s, lim, m, h, b = self.server, self.limits, self.matching, self.hashing, self.batching
@@ -340,6 +433,7 @@ class Config:
         if lim.max_decode_bytes > lim.max_decode_bytes_in_flight:
             raise ConfigError("limits.max_decode_bytes must not exceed "
                               "limits.max_decode_bytes_in_flight (such a file could never run)")
+        self._validate_security()
         if m.photodna_threshold < 0:
             raise ConfigError(
                 f"matching.photodna_threshold must be >= 0, got {m.photodna_threshold}"
@@ -365,6 +459,7 @@ _SECTIONS = {
     "matching": MatchingConfig,
     "batching": BatchingConfig,
     "gpu": GpuConfig,
+    "security": SecurityConfig,
 }
 
 

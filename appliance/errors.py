@@ -86,6 +86,26 @@ class DeadlineExceeded(RequestFault):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(RequestFault):
+    """No credentials, or credentials that name no identity."""
+
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(RequestFault):
+    """The identity lacks the method's scope, or is suspended."""
+
+    grpc_code = "PERMISSION_DENIED"
+
+
+class RateLimited(Overloaded):
+    """Over the identity's rate: ``retry_after`` seconds until it fits (None: never)."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ShuttingDown(RequestFault):
     """The server is draining for shutdown and takes no new requests."""
 

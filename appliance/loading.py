@@ -6,25 +6,35 @@ built from them. A reload re-reads only the lists whose files changed, and
 re-indexes only those whose content (version) changed: the others are
 shared, untouched, with the previous snapshot. Every file is read whole or
 refused (``appliance.lists.integrity``): a failed load changes nothing.
+
+A spec's kind "auto" is resolved here, once the list's format is known (the
+format's kind: allow for NSRL, block for the others), before its ListIndex is
+built. A compiled snapshot's lists are served as the spec says (``_honour``)
+or refused, and a list with no entries is logged as a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from appliance import demo
-from appliance.config import Config, ListSpec
+from appliance.config import Config, ListKind, ListSpec
 from appliance.errors import ListError
 from appliance.index import snapfile
-from appliance.index.compiled import open_compiled
+from appliance.index.compiled import Categories, open_compiled
 from appliance.index.snapshot import ListIndex, Snapshot
-from appliance.lists import load_list, manifest
+from appliance.lists import AUTO, default_kind, manifest, read_list
 from appliance.lists.csv_format import parse_csv
 from appliance.lists.integrity import Reading, open_for_writing
 from appliance.lists.model import HashList
+from appliance.signals import get as get_signal
+
+log = logging.getLogger("appliance.lists")
 
 DEMO_SOURCE = "embedded demo"
 _CHUNK = 8 << 20
@@ -123,14 +133,74 @@ def _open_compiled(path: str) -> list[ListIndex]:
         raise ListError(f"{what}: malformed ({type(exc).__name__}: {exc})") from exc
 
 
-def _read(spec: ListSpec) -> HashList:
-    hash_list = load_list(spec.path, spec.name, spec.format, deltas=spec.deltas)
+def _read(spec: ListSpec) -> tuple[HashList, ListKind]:
+    """The list of ``spec``, read from its files, and its kind: the spec's, or
+    when it says "auto" that of the format its file was read as."""
+    hash_list, fmt = read_list(spec.path, spec.name, spec.format, deltas=spec.deltas)
     if spec.categories:
-        mapping = dict(spec.categories)
         hash_list = replace(
-            hash_list, categories=tuple(mapping.get(c, c) for c in hash_list.categories)
+            hash_list, categories=_mapped(hash_list.categories, dict(spec.categories))
         )
-    return hash_list
+    return hash_list, default_kind(fmt) if spec.kind == "auto" else spec.kind
+
+
+def _mapped(categories: Sequence[str], mapping: Mapping[str, str]) -> Sequence[str]:
+    if isinstance(categories, Categories):  # a compiled list's: map its table of names
+        return Categories(categories.codes, [mapping.get(c, c) for c in categories.names])
+    return tuple(mapping.get(c, c) for c in categories)
+
+
+def _honour(spec: ListSpec, opened: list[ListIndex]) -> list[ListIndex]:
+    """The lists of the compiled snapshot of ``spec`` as the spec says: its kind
+    for every list, only the indexes of its signals, its categories mapped.
+    None of these rebuilds an index. What the snapshot cannot honour without a
+    rebuild (a format, deltas, one kind over lists of both kinds, signals it
+    has none of) is a ListError saying to recompile: never silently ignored.
+    The lists keep their compiled names; ``spec.name`` names the file.
+    """
+    what = f"snapshot {spec.name!r} ({spec.path})"
+    if spec.format != AUTO:
+        raise ListError(f"{what} is a compiled snapshot, not a {spec.format} list: "
+                        "leave its format out (auto)")
+    if spec.deltas:
+        raise ListError(f"{what}: deltas cannot be applied to a compiled snapshot; "
+                        "recompile it with them")
+    if spec.kind == "auto" and not spec.signals and not spec.categories:
+        return opened
+    if spec.kind != "auto" and len({x.kind for x in opened}) > 1:
+        # One kind for all would turn a block list into an allow list (every
+        # hit of it suppressing the others) or NSRL into a block list.
+        block = [x.name for x in opened if x.kind == "block"]
+        allow = [x.name for x in opened if x.kind == "allow"]
+        raise ListError(f"{what} holds block lists {block} and allow lists {allow}: "
+                        f"kind = {spec.kind!r} cannot apply to all of them; leave kind out "
+                        "to keep their compiled kinds, or recompile them apart")
+    wanted = {get_signal(s).name for s in spec.signals}
+    has = sorted({s for x in opened for s in x.matchers})
+    if wanted and not wanted.intersection(has):
+        raise ListError(f"{what} has none of the signals {sorted(wanted)} (it has "
+                        f"{', '.join(has) or 'none'}); recompile it from lists that have them")
+    mapping = dict(spec.categories)
+    served = []
+    for x in opened:
+        hash_list = x.hash_list
+        if mapping:
+            hash_list = replace(hash_list, categories=_mapped(hash_list.categories, mapping))
+        matchers = {s: m for s, m in x.matchers.items() if not wanted or s in wanted}
+        kind = x.kind if spec.kind == "auto" else spec.kind
+        served.append(ListIndex(hash_list, kind, matchers=matchers,
+                                counts={s: x.count(s) for s in matchers}))
+    return served
+
+
+def _warn_if_empty(index: ListIndex, path: str) -> None:
+    """A list with no entries loads (emptying an allow list is legitimate), but
+    is said: a block list with nothing in it is most often the wrong file, or
+    a file whose hash column was not recognised."""
+    if index.hash_list.size:
+        return
+    why = ": a wrong file or a wrong column?" if index.kind == "block" else ""
+    log.warning("%s list %r (%s) loaded with no entries%s", index.kind, index.name, path, why)
 
 
 class Catalog:
@@ -145,7 +215,8 @@ class Catalog:
         # list name -> (spec, fingerprint, index)
         self._cache: dict[str, tuple[ListSpec, Fingerprint, ListIndex]] = {}
         self.rebuilt: list[str] = []  # lists (re)indexed by the last load, for logs and tests
-        self._compiled: dict[str, list[ListIndex]] = {}
+        # spec name -> a compiled snapshot's lists: as opened, as the spec serves them
+        self._compiled: dict[str, tuple[list[ListIndex], list[ListIndex]]] = {}
 
     def fingerprints(self, config: Config) -> dict[str, Fingerprint]:
         return {spec.name: fingerprint(spec) for spec in config.lists if spec.enabled}
@@ -163,7 +234,7 @@ class Catalog:
             rebuilt: list[str] = []
             cache: dict[str, tuple[ListSpec, Fingerprint, ListIndex]] = {}
             sources: dict[str, str] = {}
-            compiled_now: dict[str, list[ListIndex]] = {}
+            compiled_now: dict[str, tuple[list[ListIndex], list[ListIndex]]] = {}
             for spec in config.lists:
                 if not spec.enabled:
                     continue
@@ -171,28 +242,35 @@ class Catalog:
                 if snapfile.is_snapshot(spec.path):
                     # A compiled snapshot: its lists, mapped with their indexes.
                     cached = self._cache.get(spec.name)
-                    if cached is not None and cached[1] == prints:
-                        compiled = self._compiled[spec.name]
+                    previous = self._compiled.get(spec.name)
+                    if cached is not None and previous is not None and cached[1] == prints:
+                        opened, served = previous
+                        if cached[0] != spec:
+                            served = _honour(spec, opened)
                     else:
-                        compiled = _open_compiled(spec.path)
-                        rebuilt.extend(x.name for x in compiled)
-                    compiled_now[spec.name] = compiled
-                    indexes.extend(compiled)
-                    sources.update((x.name, spec.path) for x in compiled)
-                    cache[spec.name] = (spec, prints, compiled[0])
+                        opened = _open_compiled(spec.path)
+                        served = _honour(spec, opened)
+                        rebuilt.extend(x.name for x in served)
+                        for x in served:
+                            _warn_if_empty(x, spec.path)
+                    compiled_now[spec.name] = (opened, served)
+                    indexes.extend(served)
+                    sources.update((x.name, spec.path) for x in served)
+                    cache[spec.name] = (spec, prints, served[0])
                     continue
                 cached = self._cache.get(spec.name)
                 if cached is not None and cached[0] == spec and cached[1] == prints:
                     index = cached[2]
                 else:
-                    hash_list = _read(spec)
+                    hash_list, kind = _read(spec)
                     if cached is not None and cached[0] == spec and (
                         cached[2].hash_list.version == hash_list.version
                     ):
                         index = cached[2]  # touched, not changed: keep its index
                     else:
-                        index = ListIndex(hash_list, spec.kind, spec.signals)
+                        index = ListIndex(hash_list, kind, spec.signals)
                         rebuilt.append(spec.name)
+                    _warn_if_empty(index, spec.path)
                 indexes.append(index)
                 sources[spec.name] = spec.path
                 cache[spec.name] = (spec, prints, index)

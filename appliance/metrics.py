@@ -120,6 +120,21 @@ class Metrics:
             "appliance_requests", "RPCs answered, by method and gRPC status code",
             ["method", "code"], registry=r,
         )
+        self.requests_by_identity = Counter(
+            "appliance_identity_requests",
+            "RPCs answered, by identity (configured names, 'anonymous' in open mode, "
+            "'unauthenticated'), method and gRPC status code", ["identity", "method", "code"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "appliance_rate_limited_requests",
+            "Requests refused for being over their identity's rate", ["identity"], registry=r,
+        )
+        self.suspended = Counter(
+            "appliance_identity_suspensions",
+            "Identities suspended for probing the lists (security.probe_budget)", ["identity"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "appliance_inflight_requests", "RPCs being served now", registry=r
         )
@@ -131,6 +146,12 @@ class Metrics:
         self.list_info = Gauge(
             "appliance_list_info", "Loaded lists, their versions and kinds (value 1)",
             ["list", "version", "kind"], registry=r,
+        )
+        self.list_empty = Gauge(
+            "appliance_list_empty",
+            "1 for a loaded list with no entries (legitimate for an emptied allow list; "
+            "for a block list most often a wrong file or column), 0 for the others",
+            ["list"], registry=r,
         )
         self.list_reloads = Counter(
             "appliance_list_reloads", "List loads and reloads, by outcome (success, failure)",

@@ -27,7 +27,7 @@ from appliance.config import Config
 from appliance.decode import Bounds, Cost, Layout, Needs, estimate, probe
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.digests import digest_bytes
-from appliance.index.snapshot import Hit, Snapshot
+from appliance.index.snapshot import Hit, Snapshot, match_radius
 from appliance.metrics import Metrics
 from appliance.pixels import PixelJob
 from appliance.sandbox import Decoders, InlineDecoders, ProcessDecoders
@@ -56,6 +56,9 @@ class Item:
     # The file's structure, when the server already probed it to pick its lane
     # (or the fault the probe found, so that it is not probed twice).
     layout: Layout | ItemFault | None = None
+    # Also find the hits up to this many bits beyond each Hamming threshold,
+    # into ``ItemResult.near``: the probe guard counts them (protected answers).
+    probe_band: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class ItemResult:
     # Set when the item could not be processed at all.
     error: ItemError | None = None
     matches: list[Hit] = field(default_factory=list)
+    # Hits beyond the threshold within the item's probe band: never reported.
+    near: list[Hit] = field(default_factory=list)
 
     @property
     def matched(self) -> bool:
@@ -124,7 +129,8 @@ class Deferred:
     held: int = 0
 
 
-Lookup = Callable[[str, list[bytes], list[int | None]], list[list[Hit]]]
+# (signal, values, qualities, extra radius) -> per value its hits (Snapshot.match).
+Lookup = Callable[[str, list[bytes], list[int | None], int], list[list[Hit]]]
 
 
 def make_decoders(config: Config, metrics: Metrics | None = None) -> Decoders:
@@ -164,10 +170,11 @@ class Pipeline:
         GPU pipeline uploads it); the CPU pipeline matches on the host as is."""
 
     def lookup(
-        self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None]
+        self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None],
+        extra: int = 0,
     ) -> list[list[Hit]]:
         """Hits of precomputed hashes (the Lookup RPC), as ``Snapshot.match``."""
-        return snapshot.match(signal, values, qualities)
+        return snapshot.match(signal, values, qualities, extra=extra)
 
     @contextmanager
     def _stage(self, name: str) -> Iterator[None]:
@@ -283,22 +290,38 @@ class Pipeline:
             deferred.images.extend(out.images)
 
     def match(
-        self, results: Sequence[ItemResult], snapshot: Snapshot, lookup: Lookup | None = None
+        self, results: Sequence[ItemResult], snapshot: Snapshot, lookup: Lookup | None = None,
+        bands: Sequence[int] | None = None,
     ) -> None:
-        """Fill ``matches`` of every result, one index query per signal
-        (``lookup``: the snapshot's own ``match`` unless a device index stands in)."""
-        find = lookup or snapshot.match
+        """Fill ``matches`` of every result, one index query per signal and band
+        (``lookup``: the snapshot's own ``match`` unless a device index stands in).
+
+        ``bands[k]`` (default 0): result k's hits up to that many bits beyond a
+        Hamming threshold go to its ``near`` (the probe guard's), not its matches.
+        """
+
+        def own(signal: str, values: list[bytes], qualities: list[int | None],
+                extra: int) -> list[list[Hit]]:
+            return snapshot.match(signal, values, qualities, extra=extra)
+
+        find = lookup or own
         with self._stage("match"):
-            queries: dict[str, list[tuple[ItemResult, HashValue]]] = defaultdict(list)
-            for result in results:
+            queries: dict[tuple[str, int], list[tuple[ItemResult, HashValue]]] = defaultdict(list)
+            for k, result in enumerate(results):
+                band = bands[k] if bands is not None else 0
                 for value in result.hashes:
-                    queries[value.signal].append((result, value))
-            for signal, pairs in queries.items():
-                hits = find(signal, [v.value for _, v in pairs], [v.quality for _, v in pairs])
+                    queries[(value.signal, band)].append((result, value))
+            for (signal, band), pairs in queries.items():
+                hits = find(signal, [v.value for _, v in pairs], [v.quality for _, v in pairs],
+                            band)
+                radius = match_radius(signal, snapshot.matching)
                 for (result, value), found in zip(pairs, hits, strict=True):
-                    result.matches.extend(replace(h, variant=value.variant) for h in found)
+                    for hit in found:
+                        hit = replace(hit, variant=value.variant)
+                        (result.near if hit.distance > radius else result.matches).append(hit)
             for result in results:
                 result.matches = suppress_allowed(_best_per_entry(result.matches))
+                result.near = _best_per_entry(result.near)
 
     def record(self, results: Sequence[ItemResult]) -> None:
         """Count a finished batch in the metrics."""
@@ -324,11 +347,18 @@ class Pipeline:
         (of the items that ask for matching, when there is a snapshot)."""
         results = list(pool.map(self.hash_item, items))
         if snapshot is not None:
-            self.match(matchable(items, results), snapshot)
+            wanted = matchable_items(items, results)
+            self.match([r for _, r in wanted], snapshot, bands=[i.probe_band for i, _ in wanted])
         self.record(results)
         return results
 
 
 def matchable(items: Sequence[Item], results: Sequence[ItemResult]) -> list[ItemResult]:
     """The results to match: of items that ask for it and were processed."""
-    return [r for i, r in zip(items, results, strict=True) if i.match and r.error is None]
+    return [r for _, r in matchable_items(items, results)]
+
+
+def matchable_items(items: Sequence[Item], results: Sequence[ItemResult]
+                    ) -> list[tuple[Item, ItemResult]]:
+    """(item, result) of the items that ask for matching and were processed."""
+    return [(i, r) for i, r in zip(items, results, strict=True) if i.match and r.error is None]

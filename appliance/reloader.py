@@ -147,10 +147,12 @@ class ListManager:
         # Lists and versions that went away must not linger as stale series.
         m.index_entries.clear()
         m.list_info.clear()
+        m.list_empty.clear()
         for (list_name, signal_name), count in loaded.snapshot.entry_counts().items():
             m.index_entries.labels(list_name, signal_name).set(count)
         for index in loaded.snapshot.indexes:
             m.list_info.labels(index.name, index.hash_list.version, index.kind).set(1)
+            m.list_empty.labels(index.name).set(0 if index.hash_list.size else 1)
         m.lists_ready.set(1)
 
     async def watch(self, every: float) -> None:

@@ -11,6 +11,7 @@ and Lookup answer UNAVAILABLE until the lists load; Hash works from the start.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,14 +34,17 @@ from appliance.audit import AuditLog
 from appliance.backend import make_pipeline, select_backend
 from appliance.batching import Batcher, Clock, MonotonicClock, resolve
 from appliance.config import Config
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, RequestFault
+from appliance.index.snapshot import match_radius
 from appliance.intake import Lanes, Work, run_work, size_of
 from appliance.loading import Catalog, Loaded
 from appliance.metrics import Metrics
 from appliance.metrics_http import MetricsServer, start_metrics_server
 from appliance.pipeline import ItemResult, Pipeline
 from appliance.reloader import ListManager, describe
-from appliance.servicer import REQUEST_ID, App, ApplianceService
+from appliance.security import ProbeGuard, Security
+from appliance.security.tls import TlsFiles, metrics_context
+from appliance.servicer import IDENTITY, REQUEST_ID, App, ApplianceService
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 
@@ -54,7 +59,7 @@ _HEALTH_EVERY = 2.0
 _HEAVY_QUEUE_ITEMS = 64
 _HEAVY_QUEUE_WAIT_MS = 10_000.0
 
-__all__ = ["REQUEST_ID", "ServerHandle", "create_server", "serve"]
+__all__ = ["IDENTITY", "REQUEST_ID", "ServerHandle", "create_server", "serve"]
 
 
 @dataclass
@@ -67,6 +72,7 @@ class ServerHandle:
     app: App
     health: health_aio.HealthServicer
     _metrics_server: MetricsServer | None = None
+    _metrics_tls: Any = None
     _tasks: tuple[asyncio.Task[None], ...] = ()
     _load_task: asyncio.Task[None] | None = None
     serving: bool = False
@@ -82,6 +88,24 @@ class ServerHandle:
     async def reload(self, reason: str = "reloaded") -> tuple[bool, str]:
         """Reload the lists (SIGHUP, tests); the old snapshot serves until the swap."""
         return await self.app.lists.reload(reason)
+
+    async def reload_all(self, reason: str) -> None:
+        """SIGHUP: the identities, the certificates (both ports), the audit log's
+        file (logrotate moved it: a new one continues the chain), the lists."""
+        app = self.app
+        app.security.reload()
+        if app.audit is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, app.audit.reopen)
+            except Exception as exc:
+                log.error("audit log not reopened, the current file is kept: %s", exc)
+        if self._metrics_server is not None and self._metrics_tls is not None:
+            try:
+                files = app.security.config
+                self._metrics_tls.load_cert_chain(files.tls_cert, files.tls_key)
+            except Exception as exc:
+                log.error("metrics TLS certificate not reloaded, the old one serves: %s", exc)
+        await self.reload(reason)
 
     async def set_health(self) -> None:
         """SERVING when the lists are loaded and decoding works, else NOT_SERVING."""
@@ -179,6 +203,60 @@ async def _watch_health(handle: ServerHandle) -> None:
         await handle.set_health()
 
 
+_REFLECTION = "/grpc.reflection."
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_transport(config: Config, security: Security) -> None:
+    """Plaintext only on loopback, unless the configuration says a sidecar does TLS."""
+    host = config.server.host
+    if security.certificates is None and not config.security.allow_insecure \
+            and not _loopback(host):
+        raise ConfigError(
+            f"serving on {host} without TLS: give security.tls_cert and tls_key "
+            "(--tls-cert, --tls-key), or set security.allow_insecure = true when a sidecar "
+            "or mesh terminates TLS in front of the appliance")
+
+
+class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Methods under ``prefix`` (reflection) for identities with the admin scope."""
+
+    def __init__(self, security: Security, prefix: str) -> None:
+        self._security = security
+        self._prefix = prefix
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(self._prefix) \
+                or handler.stream_stream is None:
+            return handler
+        inner, security = handler.stream_stream, self._security
+
+        async def guarded(requests: Any, context: Any) -> Any:
+            try:
+                identity = security.authenticate(context)
+            except RequestFault as fault:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(fault))
+            if not identity.allows("admin"):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"reflection is for admin identities; {identity.name!r} "
+                                    "is not one")
+            async for response in inner(requests, context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            guarded, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
 def _heavy_workers(config: Config, workers: int) -> int:
     return config.server.heavy_workers or max(1, workers // 2)
 
@@ -258,6 +336,12 @@ async def create_server(
         pipeline.prepare_snapshot(loaded.snapshot)
         return loaded
 
+    security = Security.make(config.security, ProbeGuard(
+        config.security.probe_band, config.security.probe_budget,
+        lambda signal: match_radius(signal, config.matching),
+        lambda name: metrics.suspended.labels(name).inc(),
+    ))
+    _check_transport(config, security)
     batching = resolve(config.batching, backend.name, workers)
     pools = _Pools.make(config, workers,
                         batching.max_concurrent_batches + _heavy_workers(config, workers))
@@ -272,7 +356,7 @@ async def create_server(
             catalog.fingerprints if loader is None else None,
         ),
         lanes=_lanes(config, backend.name, workers, pipeline, pools, batch_clock, metrics, held),
-        clock=batch_clock, held=held,
+        clock=batch_clock, held=held, security=security,
         audit=AuditLog(config.server.audit_log) if config.server.audit_log else None,
     )
     limits = config.limits
@@ -280,9 +364,14 @@ async def create_server(
     # call cannot make the server receive a 256 MiB message when files are 64 MiB.
     max_message = max(limits.max_file_bytes, limits.max_batch_bytes) + _MESSAGE_OVERHEAD
     server = grpc.aio.server(
+        # Reflection lists the services: for admin identities only.
+        interceptors=[AdminOnly(security, _REFLECTION)],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", 64 << 20),
+            # One server per port: with SO_REUSEPORT (gRPC's default) a second
+            # server would bind the same port and split the traffic.
+            ("grpc.so_reuseport", 0),
         ]
     )
     pb_grpc.add_ApplianceServicer_to_server(ApplianceService(app), server)
@@ -294,14 +383,24 @@ async def create_server(
          reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{config.server.host}:{config.server.port}")
+    address = f"{config.server.host}:{config.server.port}"
+    try:
+        port = (server.add_insecure_port(address) if security.certificates is None
+                else server.add_secure_port(address, security.certificates.credentials()))
+    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
+        raise ConfigError(f"cannot bind {address}: in use, or not an address of this "
+                          "machine") from exc
     if port == 0:
-        raise ConfigError(f"cannot bind {config.server.host}:{config.server.port}")
+        raise ConfigError(f"cannot bind {address}: in use, or not an address of this machine")
     handle = ServerHandle(server, port, None, app, health_servicer)
     if metrics_http:
+        if config.security.metrics_tls:
+            handle._metrics_tls = metrics_context(TlsFiles(config.security.tls_cert,
+                                                           config.security.tls_key))
         try:
             handle._metrics_server = await start_metrics_server(
-                metrics.registry, config.server.host, config.server.metrics_port
+                metrics.registry, config.server.host, config.server.metrics_port,
+                ssl=handle._metrics_tls,
             )
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {config.server.host}:"
@@ -327,7 +426,7 @@ async def serve(config: Config) -> int:
     # SIGHUP reloads the lists; a failed reload keeps the old ones serving.
     # Installed before the ready line, so that no SIGHUP sent after it kills us.
     loop.add_signal_handler(
-        signal.SIGHUP, lambda: loop.create_task(handle.reload("reloaded on SIGHUP"))
+        signal.SIGHUP, lambda: loop.create_task(handle.reload_all("reloaded on SIGHUP"))
     )
     try:
         loaded = await handle.wait_ready()
@@ -336,10 +435,11 @@ async def serve(config: Config) -> int:
         await handle.stop(0)
         return 2
     host = config.server.host
+    scheme = "https" if config.security.metrics_tls else "http"
     log.info(
-        "appliance ready: grpc=%s:%d metrics=http://%s:%s/metrics backend=%s (%s) lists=%s",
-        host, handle.port, host, handle.metrics_port, handle.app.backend.name,
-        handle.app.backend.reason, describe(loaded),
+        "appliance ready: grpc=%s:%d metrics=%s://%s:%s/metrics backend=%s (%s) %s lists=%s",
+        host, handle.port, scheme, host, handle.metrics_port, handle.app.backend.name,
+        handle.app.backend.reason, handle.app.security.describe(), describe(loaded),
     )
     await stop.wait()
     log.info("shutting down: draining in-flight requests (grace %.1fs)",

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -31,7 +31,15 @@ from appliance.audit import AuditLog
 from appliance.backend import Backend
 from appliance.batching import Clock
 from appliance.config import Config
-from appliance.errors import InvalidRequest, NotReady, Overloaded, RequestFault, ShuttingDown
+from appliance.errors import (
+    InvalidRequest,
+    NotReady,
+    Overloaded,
+    PermissionDenied,
+    RateLimited,
+    RequestFault,
+    ShuttingDown,
+)
 from appliance.intake import Lanes, check_item, receive_stream
 from appliance.loading import Loaded
 from appliance.logs import log_event
@@ -39,6 +47,7 @@ from appliance.lookup import lookup
 from appliance.metrics import Metrics
 from appliance.pipeline import Item, ItemResult, Pipeline
 from appliance.reloader import ListManager
+from appliance.security import ANONYMOUS, METHOD_SCOPE, Identity, Security, redact
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 
@@ -50,6 +59,8 @@ MAX_LOOKUP_HASHES = 100_000
 # The id of the request being served: from the client's x-request-id metadata,
 # else a new one; it is in the audit log, the logs and the trailing metadata.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# The identity the request authenticated as.
+IDENTITY: contextvars.ContextVar[Identity] = contextvars.ContextVar("identity", default=ANONYMOUS)
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 # Each RPC's class: its in-flight limit is its class's (ServerConfig.max_inflight_*).
@@ -91,6 +102,8 @@ class App:
     clock: Clock
     # Bytes of files held: queued, running, or arriving in streams.
     held: HeldBytes
+    # Identities, rate limits, the probe guard, TLS certificates.
+    security: Security
     audit: AuditLog | None = None
     inflight: dict[str, int] = field(default_factory=dict)
     # RPCs admitted (past the shutdown and in-flight checks) and not finished.
@@ -112,6 +125,7 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
     """Admission control, request metrics and the one place faults become codes."""
     name = method.__name__
     klass = METHOD_CLASS[name]
+    scope = METHOD_SCOPE[name]
 
     @functools.wraps(method)
     async def wrapper(self: ApplianceService, request: Req, context: Any) -> Resp:
@@ -120,6 +134,8 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
         started = time.perf_counter()
         rid = _request_id_of(context)
         token = REQUEST_ID.set(rid)
+        who = "unauthenticated"  # a metric label: configured names only, never the client's
+        identity_token = None
         app.metrics.inflight.inc()
         app.metrics.inflight_by_class.labels(klass).inc()
         app.inflight[klass] = app.inflight.get(klass, 0) + 1
@@ -128,6 +144,15 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
             if app.closing:
                 app.metrics.shed.labels("shutdown").inc()
                 raise ShuttingDown("the server is shutting down")
+            identity = app.security.authenticate(context)
+            who = identity.name
+            identity_token = IDENTITY.set(identity)
+            if not identity.allows(scope):
+                raise PermissionDenied(f"identity {who!r} lacks the {scope!r} scope ({name})")
+            if scope in ("match", "lookup") and who in app.security.guard.suspended:
+                raise PermissionDenied(
+                    f"identity {who!r} is suspended for probing the lists (too many queries at "
+                    "the edge of a match threshold); an operator can lift it")
             if app.inflight[klass] > app.limit(klass):
                 app.metrics.shed.labels("inflight").inc()
                 raise Overloaded(f"{app.limit(klass)} {klass} requests already in flight "
@@ -139,6 +164,13 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
                 app.admitted -= 1
         except RequestFault as fault:
             code = fault.grpc_code
+            if isinstance(fault, RateLimited):
+                app.metrics.rate_limited.labels(who).inc()
+                if fault.retry_after is not None:
+                    # gRPC's retry policy waits this long before its next attempt.
+                    pushback = str(max(1, round(fault.retry_after * 1000)))
+                    context.set_trailing_metadata(
+                        (("x-request-id", rid), ("grpc-retry-pushback-ms", pushback)))
             await context.abort(getattr(grpc.StatusCode, code), str(fault))
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:
@@ -156,12 +188,15 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
             app.metrics.inflight.dec()
             app.metrics.inflight_by_class.labels(klass).dec()
             app.metrics.requests.labels(name, code).inc()
+            app.metrics.requests_by_identity.labels(who, name, code).inc()
             REQUEST_ID.reset(token)
+            if identity_token is not None:
+                IDENTITY.reset(identity_token)
             # One line per RPC (never content): always when it failed, and for
             # every RPC with server.log_requests.
             quiet = code == "OK" and not app.config.server.log_requests
             log_event(log, logging.DEBUG if quiet else logging.INFO, "rpc",
-                      request_id=rid, method=name, code=code,
+                      request_id=rid, method=name, code=code, identity=who,
                       seconds=round(time.perf_counter() - started, 6))
 
     return wrapper
@@ -184,6 +219,7 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         limit = self.app.config.limits.max_id_chars
         for request in requests:
             check_item(request.id, request.signals, limit)
+        self.app.security.rates.check(IDENTITY.get(), "files", len(requests))
         return [convert.item_from_request(r) for r in requests]
 
     async def _process(
@@ -192,6 +228,11 @@ class ApplianceService(pb_grpc.ApplianceServicer):
     ) -> list[ItemResult]:
         """Run the items through their lanes; their results, audited when they matched."""
         app = self.app
+        identity = IDENTITY.get()
+        protected = identity.reveal != "full"
+        if protected:
+            # Searched beyond the thresholds too: the near hits the probe guard counts.
+            items = [replace(i, probe_band=app.security.guard.band) for i in items]
         # One snapshot per request: every item of it is matched against the same version.
         loaded = self._snapshot() if match else None
         results = await app.lanes.run(
@@ -203,7 +244,13 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             # Group commit: one fsync covers every record of this request (and
             # of the requests beside it); answered only once it is durable.
             await asyncio.wrap_future(app.audit.submit_many(
-                request_id, [(r.id, r.matches) for r in results if r.matches]))
+                request_id, [(r.id, r.matches) for r in results if r.matches],
+                identity=identity.name))
+        if protected:
+            app.security.guard.observe(identity.name,
+                                       [hit for r in results for hit in (*r.matches, *r.near)])
+            for result in results:
+                result.matches, result.near = redact(result.matches), []
         return results
 
     # -- RPCs ----------------------------------------------------------------
@@ -237,6 +284,7 @@ class ApplianceService(pb_grpc.ApplianceServicer):
     async def MatchStream(self, request_iterator: Any, context: Any) -> pb.FileResponse:
         self._snapshot()  # refuse before the upload, not after it
         app = self.app
+        app.security.rates.check(IDENTITY.get(), "files", 1)
         reservation = Reservation(app.held)
         try:
             item = await receive_stream(request_iterator, app.config.limits, reservation,
@@ -256,16 +304,21 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         if len(request.hashes) > MAX_LOOKUP_HASHES:
             raise Overloaded(f"{len(request.hashes)} hashes exceeds {MAX_LOOKUP_HASHES}")
         app = self.app
+        identity = IDENTITY.get()
+        app.security.rates.check(identity, "lookups", len(request.hashes))
         loop = asyncio.get_running_loop()
+        guard = None if identity.reveal == "full" else app.security.guard
         # Parsing, matching and building the answer take a thread: a Lookup of
         # 100,000 hashes is long work, and the event loop serves every RPC.
         response, audited = await loop.run_in_executor(
-            app.lookup_pool, lookup, app.pipeline, loaded.snapshot, request, app.metrics
+            app.lookup_pool, lookup, app.pipeline, loaded.snapshot, request, app.metrics,
+            guard, identity.name,
         )
         if app.audit is not None and audited:
             request_id = REQUEST_ID.get()
             await asyncio.wrap_future(app.audit.submit_many(
-                request_id, [(f"lookup[{index}]", hits) for index, hits in audited]))
+                request_id, [(f"lookup[{index}]", hits) for index, hits in audited],
+                identity=identity.name))
         return response
 
     @_rpc
@@ -281,7 +334,7 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             pdq_quality_min=app.config.matching.pdq_quality_min,
         )
         if app.lists.loaded is not None:
-            response.lists.extend(list_status(app.lists.loaded))
+            response.lists.extend(list_status(app.lists.loaded, IDENTITY.get().allows("admin")))
         return response
 
     @_rpc
@@ -293,13 +346,14 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         return response
 
 
-def list_status(loaded: Loaded) -> list[pb.ListStatus]:
+def list_status(loaded: Loaded, admin: bool = True) -> list[pb.ListStatus]:
+    """The lists' status; where they were loaded from only for ``admin``."""
     counts = loaded.snapshot.entry_counts()
     return [
         pb.ListStatus(
             name=index.name,
             version=index.hash_list.version,
-            source=loaded.sources.get(index.name, ""),
+            source=loaded.sources.get(index.name, "") if admin else "",
             entries={s: n for (lst, s), n in counts.items() if lst == index.name},
             kind=index.kind,
         )

@@ -20,8 +20,8 @@ from appliance.index.snapshot import Hit
 
 WAIT = 10.0  # a bound on waits for the writer thread, never a timing assumption
 
-FIELDS = {"time", "request_id", "item_id", "list", "list_version", "entry_id", "signal",
-          "distance", "kind", "suppressed"}
+FIELDS = {"time", "request_id", "identity", "item_id", "list", "list_version", "entry_id",
+          "signal", "distance", "kind", "suppressed", "prev"}
 
 
 def hits(n: int, entry: str = "e") -> list[Hit]:
@@ -70,15 +70,15 @@ def fsync(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedFsync]:
 def test_records_are_written_in_the_same_format(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))
-    log.record("req-1", "item-1", hits(2))
+    log.record("req-1", "item-1", hits(2), identity="uploads")
     log.record("req-2", "item-2", [])  # nothing to write, no error
     log.close()
     records = read(path)
     assert [r["entry_id"] for r in records] == ["e0", "e1"]
     for r in records:
         assert set(r) == FIELDS
-        assert (r["request_id"], r["item_id"], r["list"], r["signal"]) == (
-            "req-1", "item-1", "demo", "md5")
+        assert (r["request_id"], r["identity"], r["item_id"], r["list"], r["signal"]) == (
+            "req-1", "uploads", "item-1", "demo", "md5")
         assert (r["distance"], r["kind"], r["suppressed"]) == (0, "block", False)
 
 
@@ -116,8 +116,8 @@ def test_group_commit_groups_and_completes_after_its_fsync(
     first.result(WAIT)
     for f in futures:
         f.result(WAIT)
-    log.close()
     assert fsync.calls == 2  # the first group, then all 200 submits in one
+    log.close()
     assert seen[-1] >= 1 and all(seen[i] >= 2 for i in range(200))
     assert len(read(tmp_path / "audit.jsonl")) == 401
 
@@ -128,8 +128,8 @@ def test_100k_hits_in_one_submit_take_one_fsync(tmp_path: Path, fsync: GatedFsyn
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))
     log.submit("r", "lookup[0]", hits(100_000)).result(60)
-    log.close()
     assert fsync.calls == 1
+    log.close()  # (and the head file's fsyncs)
     records = read(path)
     assert len(records) == 100_000
     assert records[-1]["entry_id"] == "e99999"
@@ -201,12 +201,13 @@ def test_a_torn_write_loses_one_line_only(tmp_path: Path, monkeypatch: pytest.Mo
 def test_long_ids_are_truncated_with_a_marker(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(str(path))
-    log.record("r" * 300, "i" * 256, hits(1))
+    log.record("r" * 300, "i" * 256, hits(1), identity="u" * 257)
     log.record("\x00\n" + "x" * 1000, "ok", hits(1))
     log.close()
     first, second = read(path)
     assert first["request_id"] == "r" * 256 + "…(+44 chars)"
     assert first["item_id"] == "i" * 256  # at the limit: kept whole
+    assert first["identity"] == "u" * 256 + "…(+1 chars)"
     assert second["request_id"] == ("\x00\n" + "x" * 254) + "…(+746 chars)"
 
 

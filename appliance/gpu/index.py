@@ -97,10 +97,11 @@ class DeviceIndex:
         return sum(d.nbytes for _, d in self._lists.values())
 
     def match(
-        self, signal: str, values: list[bytes], qualities: list[int | None] | None = None
+        self, signal: str, values: list[bytes], qualities: list[int | None] | None = None,
+        extra: int = 0,
     ) -> list[list[Hit]]:
         """``Snapshot.match`` with the search done on the device."""
-        return self.snapshot.match(signal, values, qualities, finder=self._find)
+        return self.snapshot.match(signal, values, qualities, finder=self._find, extra=extra)
 
     def _find(
         self, index: ListIndex, signal: str, queries: NDArray[np.uint8], radius: int

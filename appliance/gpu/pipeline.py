@@ -38,7 +38,7 @@ from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
 from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
-from appliance.pipeline import Deferred, Item, ItemResult, Pipeline, matchable
+from appliance.pipeline import Deferred, Item, ItemResult, Pipeline, matchable_items
 from appliance.pixels import PENDING_QUALITY
 from appliance.sandbox import Decoders
 from appliance.signals import HashValue
@@ -90,22 +90,23 @@ class GpuPipeline(Pipeline):
             self.metrics.gpu_memory.labels("pool").set(self.device.pool_bytes())
 
     def lookup(
-        self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None]
+        self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None],
+        extra: int = 0,
     ) -> list[list[Hit]]:
         """Lookup on the device index; on a device fault, on the host (counted)."""
         index = self._device_index(snapshot)
         if index is None:
-            return snapshot.match(signal, values, qualities)
+            return snapshot.match(signal, values, qualities, extra=extra)
         try:
             with self.device.scope():
                 self._inject("lookup")
-                return index.match(signal, values, qualities)
+                return index.match(signal, values, qualities, extra)
         except ItemFault:
             raise  # a bad value, not a device fault: the caller reports it
         except Exception:
             log.exception("GPU fault in a lookup; answered on the CPU")
             self._count_fallback("lookup")
-            return snapshot.match(signal, values, qualities)
+            return snapshot.match(signal, values, qualities, extra=extra)
 
     def _device_index(self, snapshot: Snapshot) -> DeviceIndex | None:
         with self._index_lock:
@@ -217,11 +218,12 @@ class GpuPipeline(Pipeline):
 
     def _match(self, items: Sequence[Item], results: list[ItemResult], snapshot: Snapshot) -> None:
         index = self._device_index(snapshot)
-        wanted = matchable(items, results)
+        wanted = matchable_items(items, results)
+        chosen, bands = [r for _, r in wanted], [i.probe_band for i, _ in wanted]
         if index is None:
             # This snapshot's upload failed (or it was never prepared): the host
             # indexes answer, as on the CPU backend.
-            self.match(wanted, snapshot)
+            self.match(chosen, snapshot, bands=bands)
             return
         self._inject("match")
-        self.match(wanted, snapshot, lookup=index.match)
+        self.match(chosen, snapshot, lookup=index.match, bands=bands)

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from appliance import __version__
 from appliance.config import MatchingConfig
+from appliance.errors import ListError
 from appliance.index import snapfile
 from appliance.index.snapshot import FROM_ARRAYS, ListIndex
 from appliance.lists.model import HashList
@@ -76,6 +77,11 @@ class Categories(Sequence[str]):
             return [self.names[int(c)] for c in self.codes[i]]
         return self.names[int(self.codes[i])]
 
+    def __iter__(self) -> Iterator[str]:
+        # Bounded by the length: a FileArray reads past its end rather than
+        # raising the IndexError that Sequence's own __iter__ stops at.
+        return (self[i] for i in range(len(self)))
+
 
 def write_compiled(path: str | Path, indexes: Sequence[ListIndex], sources: dict[str, str]) -> int:
     """Write the lists and their indexes to ``path``; returns the file's size."""
@@ -106,12 +112,46 @@ def write_compiled(path: str | Path, indexes: Sequence[ListIndex], sources: dict
     return snapfile.write(path, meta, arrays)
 
 
+def _lists(path: str | Path, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's list descriptions, ListError unless each is as
+    ``write_compiled`` makes it: the manifest's digest says it is intact, not
+    who wrote it, and a list named by a number or of an unknown kind would be
+    served as it is."""
+    lists = meta.get("lists")
+
+    def malformed(why: str) -> ListError:
+        return ListError(f"snapshot {path}: malformed manifest: {why}")
+
+    if not isinstance(lists, list) or not lists:
+        raise malformed("no lists")
+    for n, info in enumerate(lists):
+        if not isinstance(info, dict):
+            raise malformed(f"list {n} is not an object")
+        if not (isinstance(info.get("name"), str) and isinstance(info.get("version"), str)):
+            raise malformed(f"list {n} has no name and version")
+        if info.get("kind") not in ("block", "allow"):
+            raise malformed(f"list {info['name']!r} is of kind {info.get('kind')!r}")
+        names, counts = info.get("categories"), info.get("counts")
+        if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+            raise malformed(f"list {info['name']!r} has no category names")
+        if not isinstance(counts, dict) or not all(
+            signal in SIGNALS and isinstance(k, int) and k >= 0 for signal, k in counts.items()
+        ):
+            raise malformed(f"list {info['name']!r} has no value counts of known signals")
+    return lists
+
+
 def open_compiled(path: str | Path) -> tuple[list[ListIndex], dict[str, Any]]:
-    """The lists of a compiled snapshot, indexes mapped, not rebuilt; and its meta."""
+    """The lists of a compiled snapshot, indexes mapped, not rebuilt; and its meta.
+
+    ListError for a file that is not an intact snapshot or whose manifest is
+    not as ``write_compiled`` makes it; ValueError (or KeyError) for arrays
+    that do not fit their indexes, which the loader reports as a ListError.
+    """
     opened = snapfile.open_snapshot(path)
     arrays, meta = opened.arrays, opened.meta
     indexes = []
-    for i, info in enumerate(meta["lists"]):
+    for i, info in enumerate(_lists(path, meta)):
         # Entry ids and categories are read with pread, for hits only (see reader).
         hash_list = HashList(
             name=info["name"], version=info["version"],
@@ -133,6 +173,7 @@ def describe(path: str | Path, matching: MatchingConfig | None = None) -> dict[s
     """What ``lists inspect`` prints: lists, versions, kinds, counts (never hashes)."""
     opened = snapfile.open_snapshot(path)
     meta = opened.meta
+    _lists(path, meta)
     return {
         "file": str(path), "bytes": Path(path).stat().st_size,
         "appliance": meta.get("appliance"), "created": meta.get("created"),

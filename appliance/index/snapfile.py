@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -80,12 +81,19 @@ class FileArray:
         return self.shape[0]
 
     def read(self, start: int, stop: int) -> NDArray[Any]:
+        """Items ``start`` to ``stop`` (clipped to the array, as a slice would be):
+        never the bytes of whatever follows the array in the file."""
+        n = self.shape[0]
+        start, stop = max(0, min(start, n)), max(0, min(stop, n))
         size = self.dtype.itemsize
-        data = os.pread(self._fd, (stop - start) * size, self._offset + start * size)
+        data = os.pread(self._fd, max(0, stop - start) * size, self._offset + start * size)
         return np.frombuffer(data, dtype=self.dtype)
 
     def __getitem__(self, i: int) -> Any:
-        return self.read(i, i + 1)[0]
+        n = self.shape[0]
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for an array of {n}")
+        return self.read(i % n, i % n + 1)[0]
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
@@ -153,15 +161,63 @@ def _manifest(path: str, f: Any) -> tuple[dict[str, Any], int]:
     if size != total:
         raise ListError(f"snapshot {path}: {size} bytes on disk, header says {total} "
                         "(truncated or appended to)")
+    if m_offset < _DATA_START or m_offset + m_length != total:
+        # The writer puts the manifest last, after the arrays: anything else
+        # is damage (and a seek or read past 2**63 would not even be an OSError).
+        raise ListError(f"snapshot {path}: the header puts the manifest at {m_offset} "
+                        f"({m_length} bytes), not at the end of the file")
     f.seek(m_offset)
     manifest = f.read(m_length)
     if hashlib.sha256(manifest).digest() != digest:
         raise ListError(f"snapshot {path}: manifest checksum mismatch (corrupt)")
-    parsed: dict[str, Any] = json.loads(manifest)
-    for name, entry in parsed["arrays"].items():
-        if entry["offset"] + entry["nbytes"] > m_offset:
-            raise ListError(f"snapshot {path}: array {name} runs past the data")
+    try:
+        parsed = json.loads(manifest)
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
+        raise ListError(f"snapshot {path}: the manifest is not JSON ({exc})") from exc
+    _check_manifest(path, parsed, m_offset)
     return parsed, size
+
+
+def _natural(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_manifest(path: str, parsed: Any, data_end: int) -> None:
+    """ListError unless ``parsed`` is a manifest as ``write`` makes them: the
+    digest says the manifest is intact, not that it was written by ``write``
+    (it may be made by hand or by another build), and what maps the arrays
+    trusts every offset, dtype and shape checked here."""
+
+    def malformed(why: str) -> ListError:
+        return ListError(f"snapshot {path}: malformed manifest: {why}")
+
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("meta"), dict):
+        raise malformed("no 'meta' object")
+    arrays = parsed.get("arrays")
+    if not isinstance(arrays, dict):
+        raise malformed("no 'arrays' object")
+    for name, entry in arrays.items():
+        if not isinstance(entry, dict):
+            raise malformed(f"array {name!r} is not an object")
+        offset: Any = entry.get("offset")
+        nbytes: Any = entry.get("nbytes")
+        shape: Any = entry.get("shape")
+        if not (_natural(offset) and _natural(nbytes) and _natural(entry.get("crc32"))):
+            raise malformed(f"array {name!r} has no offset, nbytes and crc32 of whole numbers")
+        if not isinstance(shape, list) or len(shape) > 8 or not all(map(_natural, shape)):
+            raise malformed(f"array {name!r} has no shape of at most 8 whole numbers")
+        if not isinstance(entry.get("dtype"), str):  # np.dtype(None) is float64
+            raise malformed(f"array {name!r} has no dtype")
+        try:
+            dtype = np.dtype(entry["dtype"])
+        except (TypeError, ValueError, SyntaxError) as exc:
+            raise malformed(f"array {name!r} has no dtype ({exc})") from exc
+        if dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
+            raise malformed(f"array {name!r} is of dtype {dtype.str}, not a number")
+        if math.prod(shape) * dtype.itemsize != nbytes:
+            raise malformed(f"array {name!r} of shape {shape} {dtype.str} is not {nbytes} bytes")
+        if offset < _DATA_START or offset + nbytes > data_end:
+            raise ListError(f"snapshot {path}: array {name} runs past the data")
 
 
 def open_snapshot(path: str | Path) -> SnapshotFile:

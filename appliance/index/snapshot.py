@@ -244,6 +244,7 @@ class Snapshot:
         values: Sequence[bytes],
         qualities: Sequence[int | None] | None = None,
         finder: Finder | None = None,
+        extra: int = 0,
     ) -> list[list[Hit]]:
         """All hits of each value over all lists, in the order of ``values``.
 
@@ -254,7 +255,9 @@ class Snapshot:
         (distance, list name, entry id). Raises ItemFault(UNKNOWN_SIGNAL) for
         an unregistered signal and ValueError for a value of the wrong width.
         ``finder`` searches in place of the lists' own matchers (a GPU copy of
-        them); it must keep their contract.
+        them); it must keep their contract. ``extra`` widens a Hamming
+        signal's radius by that many bits (hits beyond the threshold: what the
+        probe guard counts, never reported as matches).
         """
         spec = get_signal(signal)
         if qualities is not None and len(qualities) != len(values):
@@ -277,7 +280,9 @@ class Snapshot:
         indexes = [x for x in self.indexes if spec.name in x.matchers]
         if not wanted or not indexes:
             return results
-        radius = _radius(spec.name, self.matching)
+        radius = match_radius(spec.name, self.matching)
+        if spec.match == "hamming":
+            radius += extra
         queries = np.frombuffer(b"".join(values[i] for i in wanted), dtype=np.uint8)
         queries = queries.reshape(len(wanted), spec.nbytes)
         for index in indexes:
@@ -309,7 +314,7 @@ class Snapshot:
         )
 
 
-def _radius(signal: str, matching: MatchingConfig) -> int:
+def match_radius(signal: str, matching: MatchingConfig) -> int:
     """The match radius of a signal: 0 for exact ones, its threshold for Hamming ones."""
     if SIGNALS[signal].match == "exact":
         return 0

@@ -3,7 +3,9 @@
 One module per file format under ``formats``, each a streaming parser
 ``(stream, builder, options)`` registered in ``FORMATS``; ``load_list`` opens
 a file, finds its format (named, or detected from its first bytes and name)
-and streams it through the parser into a ``ListBuilder``. A list that has
+and streams it through the parser into a ``ListBuilder``; ``read_list`` also
+says which format that was, and ``default_kind`` what kind (block or allow)
+a list of that format is when its configuration does not say. A list that has
 any bad row is refused whole (ListError), so a reload keeps serving the
 previous snapshot; so is a file that changes while it is read (``integrity``)
 or that does not match its ``.sha256`` manifest (``manifest``).
@@ -15,6 +17,7 @@ import hashlib
 import io
 from collections.abc import Sequence
 
+from appliance.config import ListKind
 from appliance.errors import ListError
 from appliance.lists import manifest
 from appliance.lists.csv_format import parse_csv
@@ -55,6 +58,7 @@ _REGISTERED: tuple[ListFormat, ...] = (
     nsrl_sqlite.FORMAT,  # "nsrl-sqlite"
 )
 FORMATS: dict[str, Parser] = {f.name: f.parse for f in _REGISTERED}
+_KINDS: dict[str, ListKind] = {f.name: f.kind for f in _REGISTERED}
 
 AUTO = "auto"
 DEFAULT_OPTIONS = FormatOptions()
@@ -67,6 +71,13 @@ def detect_format(head: bytes, path: str) -> str:
     return detect(head, path, _REGISTERED)
 
 
+def default_kind(fmt: str) -> ListKind:
+    """The kind of a list of the registered format ``fmt`` whose configuration
+    names none: "allow" for the NSRL formats (known-benign files: matching
+    them as a block list would flag every operating system file), else "block"."""
+    return _KINDS[fmt]
+
+
 def load_list(
     path: str,
     name: str,
@@ -74,6 +85,17 @@ def load_list(
     options: FormatOptions = DEFAULT_OPTIONS,
     deltas: Sequence[str] = (),
 ) -> HashList:
+    """``read_list``'s list alone."""
+    return read_list(path, name, fmt, options, deltas)[0]
+
+
+def read_list(
+    path: str,
+    name: str,
+    fmt: str = AUTO,
+    options: FormatOptions = DEFAULT_OPTIONS,
+    deltas: Sequence[str] = (),
+) -> tuple[HashList, str]:
     """Read the list file at ``path`` as format ``fmt`` ("auto": detect it) and
     name it ``name``; then apply each file of ``deltas`` (additions and
     deletions, in any supported format) in order.
@@ -83,23 +105,28 @@ def load_list(
     while it is read, is refused (FileInFlux), and a file with a ``.sha256``
     manifest next to it must match it. The version is the first 16 hex digits of
     the file's SHA-256, or with deltas of the SHA-256 of all files' digests in
-    order. Raises ListError when a file cannot be read, the format is unknown
-    or cannot be told, or the content is not a valid list.
+    order. Returns the list and the format ``path`` was read as (``fmt``, or
+    the detected one; deltas may be of other formats). Raises ListError when a
+    file cannot be read, the format is unknown or cannot be told, or the
+    content is not a valid list.
     """
     if fmt != AUTO and fmt not in FORMATS:
         raise ListError(
             f"list {name!r} ({path}): unknown format {fmt!r}; known: {AUTO}, {', '.join(FORMATS)}"
         )
     builder = ListBuilder(name, path)
-    digests = [_feed(path, name, fmt, options, builder)]
-    digests += [_feed(delta, name, AUTO, options, builder) for delta in deltas]
+    first, fmt = _feed(path, name, fmt, options, builder)
+    digests = [first] + [_feed(delta, name, AUTO, options, builder)[0] for delta in deltas]
     if not deltas:
-        return builder.build(digests[0].hex()[:16])
-    return builder.build(hashlib.sha256(b"".join(digests)).hexdigest()[:16])
+        return builder.build(first.hex()[:16]), fmt
+    return builder.build(hashlib.sha256(b"".join(digests)).hexdigest()[:16]), fmt
 
 
-def _feed(path: str, name: str, fmt: str, options: FormatOptions, builder: ListBuilder) -> bytes:
-    """Stream one file through its parser into ``builder``; returns its SHA-256.
+def _feed(
+    path: str, name: str, fmt: str, options: FormatOptions, builder: ListBuilder
+) -> tuple[bytes, str]:
+    """Stream one file through its parser into ``builder``; returns its SHA-256
+    and its format (``fmt``, or the detected one when ``fmt`` is "auto").
 
     The file is read whole or refused (``integrity``): a file still open for
     writing, or one that changes while it is read, is a FileInFlux, never a
@@ -129,7 +156,7 @@ def _feed(path: str, name: str, fmt: str, options: FormatOptions, builder: ListB
     except OSError as exc:
         raise ListError(f"list {name!r}: cannot read {path}: {exc.strerror or exc}") from exc
     manifest.check(digest.digest(), expected, path, what)
-    return digest.digest()
+    return digest.digest(), fmt
 
 
 __all__ = [
@@ -143,7 +170,9 @@ __all__ = [
     "Parser",
     "Record",
     "SignalColumn",
+    "default_kind",
     "detect_format",
     "load_list",
     "parse_csv",
+    "read_list",
 ]

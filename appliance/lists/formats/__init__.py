@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from appliance.config import ListKind
 from appliance.lists.records import Parser
 
 # How sure a sniffer is, from content alone. The file name adds NAME_HINT, so
@@ -28,9 +29,12 @@ Sniffer = Callable[[bytes], int]
 @dataclass(frozen=True)
 class ListFormat:
     """One registered format. ``names``: fnmatch patterns of the lowercased
-    file name that hint at it."""
+    file name that hint at it. ``kind``: what a list of this format is when
+    its configuration does not say (``ListSpec.kind`` "auto"): "allow" for
+    lists of known-benign files (NIST NSRL), "block" for the others."""
 
     name: str
     parse: Parser
     sniff: Sniffer
     names: tuple[str, ...] = ()
+    kind: ListKind = "block"

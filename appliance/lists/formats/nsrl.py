@@ -4,9 +4,10 @@ A quoted CSV with the header
 ``"SHA-1","MD5","CRC32","FileName","FileSize","ProductCode","OpSystemCode","SpecialCode"``
 and upper-case hex digests. The hash columns (SHA-1, MD5, and SHA-256 where
 present) are read; everything else is ignored. Every entry's category is
-"nsrl" and its id "row-N". Whether the list allows or flags is decided by
-configuration, not here. File names are not always UTF-8, and are not used,
-so undecodable bytes are replaced rather than refusing the list.
+"nsrl" and its id "row-N". Its lists are allow lists (known-benign files)
+unless the configuration names another kind (``FORMAT.kind``). File names
+are not always UTF-8, and are not used, so undecodable bytes are replaced
+rather than refusing the list.
 """
 
 from __future__ import annotations
@@ -41,4 +42,4 @@ def sniff(head: bytes) -> int:
     return CERTAIN if {"sha-1", "md5", "crc32"} <= cells else 0
 
 
-FORMAT = ListFormat("nsrl", parse, sniff, names=("nsrlfile*",))
+FORMAT = ListFormat("nsrl", parse, sniff, names=("nsrlfile*",), kind="allow")

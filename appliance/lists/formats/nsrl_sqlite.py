@@ -133,4 +133,6 @@ def sniff(head: bytes) -> int:
     return CERTAIN if head.startswith(MAGIC) else 0
 
 
-FORMAT = ListFormat("nsrl-sqlite", parse, sniff, names=("*.db", "*.sqlite", "*.sqlite3"))
+FORMAT = ListFormat(
+    "nsrl-sqlite", parse, sniff, names=("*.db", "*.sqlite", "*.sqlite3"), kind="allow"
+)
