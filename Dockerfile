@@ -1,6 +1,10 @@
 # The appliance as a container:
 #   docker build -t appliance .
-#   docker run --gpus all -p 50051:50051 -p 9464:9464 appliance --lists /lists/baseline.csv
+#   docker run --gpus all -p 50051:50051 -p 9464:9464 -v /srv/lists:/lists:ro \
+#     -v /srv/certs:/certs:ro appliance --lists /lists/baseline.csv \
+#     --tls-cert /certs/tls.crt --tls-key /certs/tls.key
+#   (a configuration file: -v /srv/appliance.toml:/etc/appliance.toml:ro and
+#   --config /etc/appliance.toml; the flags after the image go to `serve`)
 #
 # A CUDA runtime base with the `gpu` extra (CuPy, numba-cuda), serving with
 # `--backend auto`: on the GPU when the container sees one (`--gpus all` and
@@ -13,8 +17,9 @@ FROM nvidia/cuda:13.0.1-runtime-ubuntu24.04
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     # numba's compiled-function cache must be writable by the service user.
     NUMBA_CACHE_DIR=/tmp/numba-cache
+# Pinned to the release's Python (3.12 on Ubuntu 24.04); patch updates still apply.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv \
+    && apt-get install -y --no-install-recommends "python3=3.12.*" "python3-venv=3.12.*" \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/appliance
@@ -23,10 +28,11 @@ COPY appliance ./appliance
 COPY kernels ./kernels
 RUN python3 -m venv /opt/appliance \
     && /opt/appliance/bin/pip install --no-cache-dir ".[gpu]" \
-    && useradd --system --no-create-home appliance
+    && useradd --system --uid 10001 --no-create-home appliance
 ENV PATH=/opt/appliance/bin:$PATH
 
-USER appliance
+# Numeric, so that a host or a cluster policy (runAsNonRoot) can tell it is not root.
+USER 10001
 EXPOSE 50051 9464
 # Bind all interfaces inside the container; lists are mounted and named with --lists.
 # Plaintext on a non-loopback address is refused: mount a certificate and add

@@ -43,7 +43,13 @@ def ensure_venv(extra: str) -> None:
     _run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     target = f".[{extra}]" if extra else "."
     _run(PYTHON, "-m", "pip", "install", "--quiet", "-e", target)
+    # Compile numba's kernels now, once, rather than in the first request.
+    _run(PYTHON, "-m", "appliance.warmup")
     stamp.write_text(wanted)
+    if extra:
+        # An extra installs the base too: `dev.py serve` after `dev.py test` has nothing to do.
+        base = VENV / ".installed-base"
+        base.write_text(hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest())
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,11 @@
 """The ``appliance`` command: serve, hash, match, scan, demo.
 
-Output of hash/match/scan is one JSON object per file and line (DESIGN.md):
-``{"file", "md5", "sha1", "sha256", "pdq", "pdq_quality", ...}``, with
-``"matches"`` for match and scan, ``"skipped"`` for signals that could not be
-made, or ``{"file", "error": {"code", "message"}}``. Exit status: 0 when every
-file was processed, 1 when some file had an error, 2 for bad usage.
+Output of hash/match/scan is one JSON object per file and line (see the
+README): ``{"file", "md5", "sha1", "sha256", "pdq", "pdq_quality", ...}``, with
+``"matched"`` and ``"matches"`` for match and scan, ``"skipped"`` for signals
+that could not be made, or ``{"file", "error": {"code", "message"}}``. Exit
+status: 0 when every file was processed, 1 when some file had an error, 2 for
+bad usage, a bad configuration, or a list or port that does not work.
 """
 
 from __future__ import annotations
@@ -74,19 +75,22 @@ def _config(args: argparse.Namespace) -> cfg.Config:
     )
 
 
-def _read(path: Path, limit: int) -> bytes:
-    # Read one byte past the limit: enough for the pipeline to say TOO_LARGE
-    # without pulling a huge file into memory.
-    with path.open("rb") as f:
-        return f.read(limit + 1)
-
-
 def _read_item(path: Path, limit: int, signals: tuple[str, ...]) -> Any:
-    """The Item of a file, or the ItemResult saying why it could not be read."""
+    """The Item of a file, or the ItemResult saying why it could not be read.
+
+    Local files are held to ``limits.max_stream_bytes``, as ``--server`` is
+    (it streams the files it sends), so local and remote answers agree; a
+    larger file is refused from its size, unread.
+    """
     from appliance.pipeline import Item, ItemError, ItemResult
 
     try:
-        return Item(str(path), _read(path, limit), signals)
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                return ItemResult(id=str(path), size=size, error=ItemError(
+                    ItemCode.TOO_LARGE, f"{size} bytes exceeds limits.max_stream_bytes={limit}"))
+            return Item(str(path), f.read(limit + 1), signals, streamed=True)
     except OSError as exc:
         return ItemResult(id=str(path), size=0, error=ItemError(ItemCode.UNREADABLE, str(exc)))
 
@@ -109,7 +113,7 @@ def _local_results(
     snapshot = load_snapshot(config).snapshot if match else None
     if snapshot is not None:
         pipeline.prepare_snapshot(snapshot)
-    limit = config.limits.max_file_bytes
+    limit = config.limits.max_stream_bytes
 
     def run(chunk: Sequence[Path]) -> list[Any]:
         read = list(pool.map(lambda p: _read_item(p, limit, signals), chunk))
@@ -148,16 +152,41 @@ def _emit(out: TextIO, obj: dict[str, Any]) -> None:
 
 
 def _signals(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(s for s in (args.signals or "").split(",") if s.strip())
+    """The --signals names, checked: a misspelt one is a usage error, not a
+    per-file one."""
+    from appliance import signals as sig
+    from appliance.errors import ItemFault
+
+    names = tuple(s.strip() for s in (args.signals or "").split(",") if s.strip())
+    for name in names:
+        try:
+            sig.get(name)
+        except ItemFault as fault:
+            raise ApplianceError(f"--signals: {fault.message}") from fault
+    return names
+
+
+# Options that say how this machine hashes or matches: a server decides
+# those for itself, so with --server they are refused, never ignored.
+_LOCAL_ONLY = ("lists", "dihedral", "pdq_threshold", "pdq_quality_min", "pdq_mode",
+               "exif_orientation", "decode_isolation", "backend")
 
 
 def cmd_hash_or_match(args: argparse.Namespace, match: bool) -> int:
     if getattr(args, "server", None):
         from appliance.client import ClientAuth, match_files
 
+        given = [f"--{n.replace('_', '-')}" for n in _LOCAL_ONLY if getattr(args, n, None)]
+        if given:
+            raise ApplianceError(f"{', '.join(given)} cannot apply to --server: the server's "
+                                 "own configuration decides them")
         auth = ClientAuth(ca=args.tls_ca or "", cert=args.tls_cert or "", key=args.tls_key or "",
                           token=args.token or os.environ.get("APPLIANCE_TOKEN", ""))
         return match_files(args.server, args.files, _signals(args), match, auth)
+    client_only = [f"--{n.replace('_', '-')}" for n in ("tls_ca", "tls_cert", "tls_key", "token")
+                   if getattr(args, n, None)]
+    if client_only:
+        raise ApplianceError(f"{', '.join(client_only)} only apply with --server")
     config = _config(args)
     paths = [Path(f) for f in args.files]
     failed = False
@@ -165,6 +194,20 @@ def cmd_hash_or_match(args: argparse.Namespace, match: bool) -> int:
         failed |= result.error is not None
         _emit(sys.stdout, _json(str(path), result, match))
     return 1 if failed else 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("ch") else "s")
+
+
+def _writable_parent(path: str, what: str) -> None:
+    """Refuse an output path whose directory does not exist or cannot be written
+    (missing parents are never created)."""
+    parent = Path(path).absolute().parent
+    if not parent.is_dir():
+        raise ApplianceError(f"{what} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ApplianceError(f"{what} {path}: the directory {parent} cannot be written")
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -183,6 +226,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise ApplianceError(f"{root} is not a directory")
     config = _config(args)
+    _signals(args)
+    if args.out:
+        _writable_parent(args.out, "--out")
     paths = list(_walk(root))
     out: TextIO = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     files = nbytes = matches = matched_files = errors = 0
@@ -196,7 +242,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 nbytes += result.size
                 errors += result.error is not None
                 matches += len(result.matches)
-                matched_files += bool(result.matches)
+                # Matched: a block list hit no allow list vouched for (as the server counts).
+                matched_files += result.matched
                 _emit(out, _json(str(path), result, True))
                 bar.update(1)
     finally:
@@ -209,9 +256,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         "files_per_second": round(files / elapsed, 1) if elapsed > 0 else 0.0,
     }
     print(
-        f"scanned {files} files ({nbytes / 1e6:.1f} MB) in {elapsed:.1f} s "
-        f"({summary['files_per_second']} files/s): {matches} matches in {matched_files} files, "
-        f"{errors} errors",
+        f"scanned {_count(files, 'file')} ({nbytes / 1e6:.1f} MB) in {elapsed:.1f} s "
+        f"({summary['files_per_second']} files/s): {_count(matches, 'match')} in "
+        f"{_count(matched_files, 'matched file')}, {_count(errors, 'error')}",
         file=sys.stderr,
     )
     if args.summary_json:
@@ -228,6 +275,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(serve(config))
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from appliance.doctor import run
+
+    config = _config(args)
+    return run(config, f"file {args.config}" if args.config else "defaults, environment, flags")
+
+
 def cmd_lists_compile(args: argparse.Namespace) -> int:
     import time
 
@@ -237,6 +291,7 @@ def cmd_lists_compile(args: argparse.Namespace) -> int:
     config = cfg.load(path=args.config, env=os.environ, lists=args.specs or None)
     if not config.lists:
         raise ApplianceError("name the lists to compile (SPEC..., or [[lists]] in --config)")
+    _writable_parent(args.out, "-o")
     start = time.perf_counter()
     loaded = Catalog().load(config)
     size = write_compiled(args.out, loaded.snapshot.indexes, loaded.sources)
@@ -270,7 +325,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from appliance import demo
 
     demo_set = demo.build()
-    for path in demo.write(Path(args.out)):
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ApplianceError(f"--out {out}: not a directory")
+    _writable_parent(str(out), "--out")
+    try:
+        written = demo.write(out)
+    except OSError as exc:
+        raise ApplianceError(f"--out {out}: {exc.strerror}") from exc
+    for path in written:
         note = demo_set.expectations.get(path.name, "the list: matches the files above")
         print(f"{path}  ({note})")
     return 0
@@ -310,7 +373,8 @@ def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
     if greedy:
         p.add_argument("--lists", nargs="+", action="extend", metavar="SPEC", help=help_text)
     else:
-        # FILE... follows, so each --lists takes one SPEC (repeat the flag for more).
+        # Positional arguments follow, so each --lists takes one SPEC (repeat
+        # the flag for more).
         p.add_argument("--lists", action="append", metavar="SPEC",
                        help=help_text + "; repeat the flag for several lists")
     p.add_argument("--pdq-threshold", type=int, help="PDQ match distance (default 31)")
@@ -319,14 +383,8 @@ def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
                    help="match all 8 rotations/flips of PDQ, so turned or mirrored copies match")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="appliance", description="Hash files and match them against known-content lists."
-    )
-    parser.add_argument("--config", help="TOML configuration file")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("serve", help="run the gRPC server")
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    """The options of serve (and of doctor, which checks them)."""
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--metrics-port", type=int)
@@ -373,7 +431,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batches processed at once (default 0: 2)")
     _add_hashing(p)
     _add_lists(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance", description="Hash files and match them against known-content lists."
+    )
+    parser.add_argument("--config", help="TOML configuration file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", help="run the gRPC server")
+    _add_serve(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("doctor", help="check what serve would do (configuration, backend, "
+                       "TLS, ports, lists, kernels, decode workers) without serving")
+    _add_serve(p)
+    p.set_defaults(func=cmd_doctor)
 
     signals_help = (
         "comma-separated, of md5,sha1,sha256,pdq,phash,dhash,ahash,whash "
@@ -409,12 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", action="store_true",
                    help="also print the summary as one JSON line on standard error")
     _add_hashing(p)
-    _add_lists(p)
+    _add_lists(p, greedy=False)  # DIR is positional: a greedy --lists would swallow it
     _add_backend(p)
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("lists", help="compile and inspect list snapshots")
-    lists_sub = p.add_subparsers(dest="lists_command", required=True)
+    lists_sub = p.add_subparsers(dest="lists_command", metavar="{compile,inspect}",
+                                 required=True)
     q = lists_sub.add_parser(
         "compile", help="parse lists and build their indexes into one snapshot file that "
                         "`serve --lists FILE` maps at once")
@@ -430,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_lists_inspect)
 
     p = sub.add_parser("audit", help="check the audit log")
-    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    audit_sub = p.add_subparsers(dest="audit_command", metavar="{verify}", required=True)
     q = audit_sub.add_parser(
         "verify", help="check the hash chain of audit log files: exit 0 when it holds, "
                        "1 at the first bad record")
@@ -441,11 +516,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="write the demo images and their list")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_demo)
+    for command in _commands(parser):
+        # `appliance serve --config F` as well as `appliance --config F serve`; SUPPRESS
+        # so that a subcommand without it keeps the value given before it.
+        command.add_argument("--config", default=argparse.SUPPRESS,
+                             help="TOML configuration file")
+        command.set_defaults(parser=command)
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """The parsers that run a command (leaves of the subcommand tree)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+        return
+    for child in subs[0].choices.values():
+        yield from _commands(child)
+
+
 def main(argv: Iterable[str] | None = None) -> int:
-    args = build_parser().parse_args(None if argv is None else list(argv))
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(None if argv is None else list(argv))
+    if unknown:
+        # Said by the command's own parser, with its usage, not the top level's.
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except ApplianceError as exc:

@@ -495,6 +495,10 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], origin: str)
     return replace(config, **{section: replace(current, **updates)})
 
 
+# APPLIANCE_* variables that are not configuration (the client's token).
+NOT_CONFIGURATION = frozenset({"APPLIANCE_TOKEN"})
+
+
 def load(
     path: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -522,12 +526,16 @@ def load(
             else:
                 raise ConfigError(f"{path}: unknown section {section!r}")
     for name, raw in sorted((env or {}).items()):
-        if not name.startswith("APPLIANCE_"):
+        if not name.startswith("APPLIANCE_") or name in NOT_CONFIGURATION:
             continue
         rest = name[len("APPLIANCE_"):].lower()
         section, _, key = rest.partition("_")
-        if section in _SECTIONS:
-            config = _apply(config, section, {key: raw}, f"environment {name}")
+        if section not in _SECTIONS:
+            # A misspelt section would otherwise be silently ignored.
+            raise ConfigError(f"environment {name}: no section {section!r}; the variables are "
+                              f"APPLIANCE_<SECTION>_<KEY> with SECTION one of "
+                              f"{', '.join(s.upper() for s in _SECTIONS)}")
+        config = _apply(config, section, {key: raw}, f"environment {name}")
     for section, values in (overrides or {}).items():
         config = _apply(config, section, {k: v for k, v in values.items() if v is not None},
                         "flags")

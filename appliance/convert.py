@@ -79,6 +79,8 @@ def result_json(name: str, result: pb.FileResult, with_matches: bool) -> dict[st
             s.signal: {"code": s.reason.code, "message": s.reason.message} for s in result.skipped
         }
     if with_matches:
+        # matched: a block-list hit that no allow list vouched for, as the API says.
+        out["matched"] = result.matched
         out["matches"] = [_hit_json(m) for m in result.matches]
     return out
 
@@ -91,8 +93,6 @@ def _hit_json(hit: pb.MatchHit) -> dict[str, Any]:
     }
     if hit.variant:
         out["variant"] = hit.variant
-    if hit.kind and hit.kind != "block":
-        out["kind"] = hit.kind
-    if hit.suppressed:
-        out["suppressed"] = True
+    out["kind"] = hit.kind or "block"
+    out["suppressed"] = hit.suppressed
     return out

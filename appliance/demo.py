@@ -92,9 +92,10 @@ def build() -> DemoSet:
 
 
 def write(out: Path) -> list[Path]:
-    """Write the demo images and ``demo-list.csv`` into ``out``."""
+    """Write the demo images and ``demo-list.csv`` into ``out`` (made if it is
+    missing; its parent must exist)."""
     demo = build()
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     written = []
     for name, data in {**demo.files, LIST_FILE: demo.list_csv}.items():
         path = out / name

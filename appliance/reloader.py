@@ -70,6 +70,8 @@ class ListManager:
         # was caught being written), so the watcher tries again.
         self._tried: object = _NOT_YET
         self._pending: _Pending | None = None
+        # The watcher's last "a file is missing" message (logged once).
+        self._missing = ""
 
     def close(self) -> None:
         """Stop the loading thread; a load in progress is abandoned."""
@@ -131,7 +133,8 @@ class ListManager:
         if self.loaded is None:
             self.error = message
         self._record(ok=False)
-        log.error("lists %s failed: %s", reason, message)
+        # ``reason`` is a past participle ("loaded", "reloaded on SIGHUP").
+        log.error("lists not %s: %s", reason, message)
         if self.loaded is not None:
             log.error("still serving the previous lists")
         return False, message
@@ -180,8 +183,15 @@ class ListManager:
         try:
             current = await loop.run_in_executor(self._pool, self._fingerprints, self.config)
         except ApplianceError as exc:  # a file is gone for a moment: look again later
-            log.warning("watching lists: %s", exc)
+            # Once, not at every poll: the same missing file is one event.
+            if str(exc) != self._missing:
+                log.warning("watching lists: %s (said once; looking again every %g s)", exc,
+                            self.config.server.watch_lists_seconds)
+                self._missing = str(exc)
             return
+        if self._missing:
+            log.info("watching lists: the files are back")
+            self._missing = ""
         if current == self._tried:
             self._pending = None
             return

