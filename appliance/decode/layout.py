@@ -89,7 +89,13 @@ def segments(fmt: str, bounds: Bounds) -> Counter:
 
 
 def unpack(fmt: str, layout: str, data: bytes | memoryview, offset: int) -> tuple[Any, ...]:
-    """struct.unpack_from, with a short file reported as a truncated image."""
+    """struct.unpack_from, with a short file reported as a truncated image.
+
+    Offsets come from the file (a TIFF's IFD offset is any 64-bit value), so one
+    outside the data is refused first: struct would count a negative offset
+    from the end, and raise OverflowError, not struct.error, past 2**63."""
+    if not 0 <= offset <= len(data):
+        raise corrupt(fmt, f"truncated at byte {offset}")
     try:
         return struct.unpack_from(layout, data, offset)
     except struct.error as exc:

@@ -149,6 +149,10 @@ def probe(data: bytes | memoryview, bounds: Bounds,
     read, a structure over its bounds, or more pixels than ``max_pixels``."""
     fmt = sniff(data, allowed)
     layout = replace(WALKERS[fmt](data, bounds), file_bytes=len(data))
+    if layout.width <= 0 or layout.height <= 0:
+        # Each walker refuses these; an empty picture would break ``estimate``.
+        raise ItemFault(ItemCode.CORRUPT_IMAGE, f"{fmt}: a picture of {layout.width}x"
+                                                f"{layout.height}")
     if layout.pixels > bounds.max_pixels:
         raise ItemFault(
             ItemCode.DECOMPRESSION_BOMB,

@@ -49,6 +49,8 @@ def walk(data: bytes | memoryview, bounds: Bounds) -> Layout:
     if size is None:
         raise corrupt(FORMAT, "no VP8X, VP8 or VP8L chunk")
     width, height = size
+    if width == 0 or height == 0:  # a VP8 frame header's 14-bit sizes may be 0
+        raise corrupt(FORMAT, f"a picture of {width}x{height}")
     pixels = width * height
     # Two RGBA canvases in libwebp and one more for the bytes handed to Pillow
     # (measured: lossy and lossless alike, about 12 bytes a pixel over the picture).

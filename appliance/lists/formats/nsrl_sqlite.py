@@ -34,8 +34,11 @@ MAGIC = b"SQLite format 3\x00"
 CATEGORY = "nsrl"
 HASH_COLUMNS = ("sha256", "sha1", "md5")
 _BATCH = 10_000
-# sqlite3.Warning is not an sqlite3.Error; neither must escape as itself.
-_SQLITE_ERRORS = (sqlite3.Error, sqlite3.Warning)
+# sqlite3.Warning is not an sqlite3.Error; neither must escape as itself. Nor
+# UnicodeDecodeError: Python decodes SQLite's error messages as strict UTF-8,
+# and a corrupt schema puts the file's own bytes in one ("malformed database
+# schema (FI\xbbE)"), so the error about the file fails to be made.
+_SQLITE_ERRORS = (sqlite3.Error, sqlite3.Warning, UnicodeDecodeError)
 
 
 @contextmanager
