@@ -23,6 +23,8 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from appliance.index.hamming import check_bounds
+
 _EMPTY_ROWS: NDArray[np.int64] = np.empty(0, dtype=np.int64)
 _EMPTY_ROWS.flags.writeable = False
 _U32_MAX = (1 << 32) - 1
@@ -284,8 +286,11 @@ class ExactIndex:
     def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> ExactIndex:
         """The index whose ``to_arrays()`` gave ``arrays``, without copy or rebuild.
 
-        The arrays may be read-only memory maps; only their shapes and dtypes are
-        checked (O(1)), their contents are trusted.
+        The arrays may be read-only memory maps. Their shapes and dtypes are
+        checked, and the bucket bounds in ``directory`` (small, read whole); the
+        entries' arrays are not read here (a 10M-entry map stays cold): their
+        contents are trusted, as the snapshot's checksums vouch
+        (``lists inspect --verify``).
         """
         width = int(arrays["width"][0])
         # np.asarray: a plain ndarray view of a np.memmap (which numba may not take).
@@ -301,6 +306,7 @@ class ExactIndex:
         for name, a in (("keys", keys), ("rows", rows), ("directory", directory)):
             if not a.flags.c_contiguous:
                 raise ValueError(f"{name} must be C-contiguous")
+        check_bounds("directory", directory, n)
         index = cls.__new__(cls)
         index._init(width, keys, rows, directory)
         return index

@@ -10,6 +10,7 @@ working arrays stay bounded whatever the list size.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -134,6 +135,20 @@ def check_queries(queries: NDArray[np.uint8], width: int, radius: int) -> None:
         raise ValueError(f"queries must be (Q, {width}) uint8, got {queries.shape}")
     if radius < 0:
         raise ValueError(f"radius must not be negative, got {radius}")
+
+
+def check_bounds(name: str, bounds: NDArray[Any], n: int) -> None:
+    """ValueError unless each row of ``bounds`` runs from 0 to ``n`` without
+    going down: bucket boundaries read from a snapshot file, which the
+    compiled kernels then use to index arrays without bounds checks. Only
+    these small arrays are checked at load (the position arrays, of N entries,
+    would be read whole); ``lists inspect --verify`` checks every checksum.
+    Compared, not differenced: np.diff of unsigned bounds wraps, never below 0."""
+    rows = np.atleast_2d(bounds)
+    if rows.shape[1] < 1:
+        raise ValueError(f"{name} must not be empty")
+    if (rows[:, 0] != 0).any() or (rows[:, -1] != n).any() or (rows[:, 1:] < rows[:, :-1]).any():
+        raise ValueError(f"{name} must rise from 0 to {n} in every row")
 
 
 def group_hits(

@@ -46,7 +46,7 @@ from numba.core import cgutils as _cgutils
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
-from appliance.index.hamming import Found, check_queries, group_hits, pack
+from appliance.index.hamming import Found, check_bounds, check_queries, group_hits, pack
 
 CHUNK_BITS = 16
 _BUCKETS = 1 << CHUNK_BITS
@@ -415,8 +415,11 @@ class MultiIndexHamming:
     def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> MultiIndexHamming:
         """The index whose ``to_arrays()`` gave ``arrays``, without copy or rebuild.
 
-        The arrays may be read-only memory maps; only their shapes and dtypes are
-        checked (O(1)), their contents are trusted.
+        The arrays may be read-only memory maps. Their shapes and dtypes are
+        checked, and the bucket bounds in ``offsets`` (small, read whole); the
+        entries' arrays are not read here (a 10M-entry map stays cold): their
+        contents are trusted, as the snapshot's checksums vouch
+        (``lists inspect --verify``).
         """
         width = int(arrays["width"][0])
         # np.asarray: a plain ndarray view of a np.memmap (which numba may not take).
@@ -437,6 +440,7 @@ class MultiIndexHamming:
                 )
         if rows.ndim != 1 or rows.dtype not in (np.dtype(np.uint32), np.dtype(np.int64)):
             raise ValueError(f"rows must be (N,) uint32 or int64, got {rows.shape} {rows.dtype}")
+        check_bounds("offsets", offsets, n)
         index = cls.__new__(cls)
         index._init(width, words, rows, offsets, ids)
         return index

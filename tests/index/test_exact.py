@@ -219,3 +219,20 @@ def test_from_arrays_checks_shapes_and_dtypes():
     ]:
         with pytest.raises(ValueError):
             ExactIndex.from_arrays({**arrays, name: bad})
+
+
+def _bumped(a: np.ndarray, at: tuple[int, ...], value: int) -> np.ndarray:
+    out = a.copy()
+    out[at] = value
+    return out
+
+
+def test_from_arrays_checks_the_bucket_bounds():
+    # The compiled lookup indexes keys by the directory without bounds checks:
+    # a snapshot whose directory points past the keys must not load.
+    arrays = ExactIndex(make_keys(np.random.default_rng(8), 16, 500), np.arange(500)).to_arrays()
+    directory = arrays["directory"]
+    for bad in (_bumped(directory, (-1,), 501), _bumped(directory, (0,), -1),
+                _bumped(directory, (1,), 10**9)):
+        with pytest.raises(ValueError, match="directory must rise from 0 to 500"):
+            ExactIndex.from_arrays({**arrays, "directory": bad})

@@ -161,6 +161,20 @@ def test_from_arrays_checks_shapes_and_dtypes():
             MultiIndexHamming.from_arrays({**arrays, name: bad})
 
 
+def test_from_arrays_checks_the_bucket_bounds():
+    # Buckets are read as ids[c - 1][offsets[c, v]:offsets[c, v + 1]] in
+    # compiled code without bounds checks: bounds out of range must not load.
+    arrays = MultiIndexHamming(*corpus(seed=11)[1:]).to_arrays()
+    offsets, n = arrays["offsets"], len(arrays["rows"])
+    # One past the end, a start not at 0, a bucket that ends before it starts, far out.
+    for at, value in (((3, -1), n + 1), ((0, 0), 5), ((2, 100), int(offsets[2, 101]) + 1),
+                      ((5, 7), 2**31 - 1)):
+        bad = offsets.copy()
+        bad[at] = value
+        with pytest.raises(ValueError, match=f"offsets must rise from 0 to {n}"):
+            MultiIndexHamming.from_arrays({**arrays, "offsets": bad})
+
+
 def test_input_errors():
     entries = np.zeros((4, 32), dtype=np.uint8)
     with pytest.raises(ValueError):
