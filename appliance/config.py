@@ -100,9 +100,20 @@ class GpuConfig:
     device: int = 0
     # Files of at least this many bytes are digested by CPU threads while the
     # GPU digests the smaller ones: one GPU thread walks one file's blocks in
-    # sequence, which for a large file is slower than one CPU core (measured
-    # by benchmarks/gpu_kernels.py; see benchmarks/RESULTS.md).
+    # sequence, which for a large file is slower than one CPU core.
+    # Provisional: 1 MiB is a placeholder, not a measurement, until the GPU
+    # check (benchmarks/gpu_check.sh, the digest size sweep of
+    # benchmarks/gpu_kernels.py) measures the crossover on the device; its
+    # output and benchmarks/RESULTS.md give the measured value.
     digest_cpu_min_bytes: int = 1 * MiB
+    # A device fault (a kernel that fails to compile, launch or answer, no
+    # device memory) in any stage (upload, lookup, digest, perceptual, match,
+    # warm-up) is raised instead of the work being redone on the CPU: for
+    # tests, benchmarks and the GPU check, where a CPU answer under the name
+    # of the GPU would mislead; a strict server does not start when its
+    # warm-up fails. Off for serving: there a fault costs speed, not answers.
+    # APPLIANCE_GPU_STRICT=1 or [gpu] strict = true.
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -495,8 +506,10 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], origin: str)
     return replace(config, **{section: replace(current, **updates)})
 
 
-# APPLIANCE_* variables that are not configuration (the client's token).
-NOT_CONFIGURATION = frozenset({"APPLIANCE_TOKEN"})
+# APPLIANCE_* variables that are not configuration: the client's token, and
+# the kernel tests' demand for a real GPU (tests/kernels/conftest.py), which
+# the GPU check exports to every command it runs, servers included.
+NOT_CONFIGURATION = frozenset({"APPLIANCE_TOKEN", "APPLIANCE_REQUIRE_GPU"})
 
 
 def load(

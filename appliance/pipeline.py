@@ -161,6 +161,11 @@ class Pipeline:
         """Start the decode workers now (the server, before it says ready)."""
         self.decoders.start()
 
+    def warm_up(self) -> None:
+        """Run this backend's kernels once before the server says ready. Nothing
+        here: the CPU kernels are compiled by ``appliance.warmup``; the GPU
+        pipeline runs and checks its device kernels."""
+
     def close(self) -> None:
         """Stop the decode workers; a decode still running gets DECODER_FAILED."""
         self.decoders.close()

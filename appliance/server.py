@@ -266,25 +266,34 @@ class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 async def _warm_up(pipeline: Pipeline) -> None:
-    """Compile the kernels here and start the decode workers (which compile in
-    their zygote) before any request, saying so when it takes a while: the first
-    start after an install compiles everything (10 to 30 s)."""
+    """Compile the kernels here, start the decode workers (which compile in
+    their zygote) and warm up the pipeline's own kernels (a GPU backend's, on
+    its device) before any request, saying so when it takes a while: the first
+    start after an install compiles everything (10 to 30 s). A strict GPU
+    pipeline whose warm-up fails raises (GpuFault): the start stops there."""
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     kernels: asyncio.Future[Any] = loop.run_in_executor(None, compile_kernels)
     workers: asyncio.Future[Any] = loop.run_in_executor(None, pipeline.start)
-    done, _ = await asyncio.wait({kernels, workers}, timeout=_SLOW_START)
-    if len(done) < 2:
+    device: asyncio.Future[Any] = loop.run_in_executor(None, pipeline.warm_up)
+    every = {kernels, workers, device}
+    done, _ = await asyncio.wait(every, timeout=_SLOW_START)
+    if len(done) < len(every):
         log.info("compiling the hashing kernels and starting the decode workers: the first "
                  "start after an install takes 10 to 30 s (numba compiles, then caches)")
-    await asyncio.wait({kernels, workers})
+    await asyncio.wait(every)
     if time.monotonic() - started > _SLOW_START:
         log.info("kernels and decode workers ready in %.1f s", time.monotonic() - started)
-    kernels.result()
     try:
         workers.result()
     except Exception as exc:  # serve without them: health says NOT_SERVING and retries
         log.error("decode workers did not start: %s", exc)
+    try:
+        kernels.result()
+        device.result()
+    except BaseException:
+        await loop.run_in_executor(None, pipeline.close)  # no zygote left behind
+        raise
 
 
 def _heavy_workers(config: Config, workers: int) -> int:

@@ -38,6 +38,17 @@ Phases:
   caller had given up), and the server's peak memory (VmHWM at the end, VmRSS
   sampled during the run).
 
+GPU phases (``--server-args "--backend gpu"``, as benchmarks/gpu_check.sh runs
+them, with ``--server-env APPLIANCE_GPU_STRICT=1``): each phase line says how
+long its server took to get ready (the GPU backend compiles or loads its
+kernels and checks them before that) and echoes the warm-up's log line; the
+device faults its server saw (``appliance_gpu_fallbacks_total``, and under
+strict mode the "GPU fault in the ... stage" lines of its log, since a strict
+server raises instead of counting a fallback) are counted per phase, the run
+ends with a line ``fallbacks: N``, and any fault makes the exit status 1.
+``--fail-on-errors`` does the same for any failed request outside the
+overload phase (where shedding is the point).
+
 Client and server share the machine: the client is one process, one asyncio
 loop with ``grpc.aio``, and its CPU use is printed with each phase (with the
 open-loop generator's lag behind its schedule) so that one can see whether it
@@ -55,6 +66,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import sys
@@ -81,6 +93,10 @@ CHANNEL_OPTIONS = [
 # files (one large picture) is held at once, queued or running.
 OVERLOAD_QUEUE = ("--max-queue-wait-ms", "25", "--max-inflight-bytes", str(MiB))
 DIGESTS_AND_PDQ = 4  # hashes in a full answer with the default signals
+# How appliance.gpu.pipeline logs a device fault, fallen back from ("stage; ...")
+# or raised ("stage, raised"); the GpuFault's own message ("stage (gpu.strict")
+# is not matched, so that its tracebacks do not count the fault again.
+GPU_FAULT_LINE = re.compile(r"GPU fault in the [\w-]+ stage[,;]")
 
 
 @dataclass
@@ -123,6 +139,9 @@ class PhaseResult:
     shutdown_s: float | None = None
     shutdown_rc: int | None = None
     server_problems: list[str] = field(default_factory=list)
+    gpu_faults: int = 0
+    ready_s: float | None = None
+    server_startup: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- client
@@ -268,7 +287,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespace) -> PhaseResult:
     server_args = [*spec.server_args, *shlex.split(args.server_args)]
-    server = await asyncio.to_thread(ServerProcess.start, server_args)
+    server = await asyncio.to_thread(ServerProcess.start, server_args, env=args.server_env)
     window = Window()
     skipped: list[float] = []
     lags: list[float] = []
@@ -309,6 +328,10 @@ async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespac
         for key, value in after.items()
         if key.startswith("appliance_files_total{")
     )
+    # Counted over the server's whole life, warm-up included: a fault is a
+    # fault whenever it happened. A strict server logs it without counting it.
+    counted = sum(v for k, v in after.items() if k.startswith("appliance_gpu_fallbacks_total{"))
+    logged = sum(bool(GPU_FAULT_LINE.search(line)) for line in server.problems)
     server_cpu = None
     if window.server_cpu[0] is not None and window.server_cpu[1] is not None:
         server_cpu = (window.server_cpu[1] - window.server_cpu[0]) / args.seconds
@@ -343,6 +366,9 @@ async def run_phase(spec: PhaseSpec, requests: Requests, args: argparse.Namespac
         shutdown_s=shutdown_s,
         shutdown_rc=shutdown_rc,
         server_problems=server.problems[:20],
+        gpu_faults=max(int(counted), logged),
+        ready_s=server.ready_s,
+        server_startup=server.startup_notes()[:5],
     )
 
 
@@ -370,7 +396,7 @@ def phase_line(r: PhaseResult) -> str:
         f"fill {fmt(r.mean_fill, 3)}; CPU client {r.client_cpu:.0%} server "
         f"{fmt(None if r.server_cpu is None else r.server_cpu * 100, 0)}% (of one core); "
         f"peak RSS {fmt(r.peak_rss_mb, 0)} MB; stopped in {fmt(r.shutdown_s, 2)} s "
-        f"(rc {r.shutdown_rc})"
+        f"(rc {r.shutdown_rc}); ready in {fmt(r.ready_s)} s; device faults {r.gpu_faults}"
     )
     if r.offered_per_s:
         line += f"; lag p99 {fmt(r.lag_p99_ms)} ms, skipped at cap {r.skipped_at_cap}"
@@ -439,10 +465,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-outstanding", type=int, default=512)
     p.add_argument("--deadline", type=float, default=2.0, help="seconds, overload phase")
     p.add_argument("--server-args", default="", help="extra flags for every server")
+    p.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for every server (repeatable), e.g. "
+                        "APPLIANCE_GPU_STRICT=1; the caller's APPLIANCE_* are not passed")
+    p.add_argument("--fail-on-errors", action="store_true",
+                   help="exit 1 if any request failed (overload phase excepted)")
     args = p.parse_args(argv)
+    pairs = [item.partition("=") for item in args.server_env]
+    bad = [name for name, eq, _ in pairs if not eq or not name]
+    if bad:
+        p.error(f"--server-env wants NAME=VALUE, got {', '.join(bad)}")
+    args.server_env = {name: value for name, _, value in pairs}
     if args.quick:
         args.small, args.large, args.seconds, args.warmup = 32, 4, 3.0, 1.0
     return args
+
+
+class PhaseFailed(RuntimeError):
+    """A phase that could not run (its server did not start); the results so far."""
+
+    def __init__(self, name: str, why: BaseException, results: list[PhaseResult]) -> None:
+        super().__init__(f"phase {name}: {why}")
+        self.results = results
 
 
 async def run(args: argparse.Namespace, requests: Requests) -> list[PhaseResult]:
@@ -470,11 +514,30 @@ async def run(args: argparse.Namespace, requests: Requests) -> list[PhaseResult]
             spec = specs[name]
         else:
             sys.exit(f"unknown phase {name!r}")
-        results[name] = result = await run_phase(spec, requests, args)
+        try:
+            results[name] = result = await run_phase(spec, requests, args)
+        except RuntimeError as exc:  # the server exited before it was ready
+            raise PhaseFailed(name, exc, list(results.values())) from exc
         print(phase_line(result), flush=True)
+        for note in result.server_startup:
+            print(f"    server start: {note}", flush=True)
         for problem in result.server_problems:
             print(f"    server said: {problem}", flush=True)
     return list(results.values())
+
+
+def verdict(results: list[PhaseResult], args: argparse.Namespace,
+            failure: PhaseFailed | None) -> list[str]:
+    """Why the run failed (empty: it did not): device faults, a server that did
+    not start, and with --fail-on-errors failed requests."""
+    reasons = [f"{r.gpu_faults} device fault(s) in phase {r.name}" for r in results
+               if r.gpu_faults]
+    if failure is not None:
+        reasons.append(str(failure).splitlines()[0] + " (its log is above)")
+    if args.fail_on_errors:
+        reasons += [f"phase {r.name}: failed requests: {describe_errors(r.errors)}"
+                    for r in results if r.errors and r.name != "overload"]
+    return reasons
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -489,7 +552,12 @@ def main(argv: list[str] | None = None) -> int:
     corpus = build_corpus(args.small, args.large, args.large_fraction, seed=args.seed)
     print(f"corpus: {corpus.describe()} (made in {time.perf_counter() - began:.1f} s)")
     requests = Requests(corpus)
-    results = asyncio.run(run(args, requests))
+    failure: PhaseFailed | None = None
+    try:
+        results = asyncio.run(run(args, requests))
+    except PhaseFailed as exc:
+        failure, results = exc, exc.results
+        print(f"FAILED: {exc}", flush=True)
     by_name = {r.name: r for r in results}
     found = ratios(by_name)
 
@@ -517,6 +585,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{fmt(over.max_sampled_rss_mb, 0)} MB"
         )
     print(f"- total {time.perf_counter() - began:.0f} s")
+    faults = sum(r.gpu_faults for r in results)
+    if failure is not None:  # a strict server whose kernels failed logs why, then exits
+        faults += len(GPU_FAULT_LINE.findall(str(failure)))
+    reasons = verdict(results, args, failure)
 
     if args.json:
         document: dict[str, Any] = {
@@ -534,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         with open(args.json, "w") as out:
             json.dump(document, out, indent=2)
-    return 0
+    print(f"fallbacks: {faults}", flush=True)
+    for reason in reasons:
+        print(f"FAILED: {reason}", flush=True)
+    return 1 if reasons or faults else 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Mapping
+
+# Start-up lines worth echoing in a benchmark's output: the GPU backend's
+# kernel warm-up and a slow start's reason (appliance.server logs them).
+STARTUP_KEYS = ("warm", "compil", "ready in", "backend")
 
 
 class ServerProcess:
@@ -28,14 +33,22 @@ class ServerProcess:
         self.metrics_url = metrics_url
         self.problems: list[str] = []
         self.tail: deque[str] = deque(maxlen=50)
+        # Seconds from the spawn to the ready line, and the lines logged before it.
+        self.ready_s = 0.0
+        self.startup: list[str] = []
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
     @classmethod
-    def start(cls, args: list[str], timeout: float = 120,
-              config: str | None = None) -> ServerProcess:
-        """``appliance [--config CONFIG] serve ARGS`` on free ports, the CPU backend."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    def start(cls, args: list[str], timeout: float = 120, config: str | None = None,
+              env: Mapping[str, str] | None = None) -> ServerProcess:
+        """``appliance [--config CONFIG] serve ARGS`` on free ports, the CPU backend
+        unless ARGS say otherwise; the caller's APPLIANCE_* variables are dropped
+        (a benchmark's server is configured by its flags), then ``env`` added
+        (e.g. APPLIANCE_GPU_STRICT=1 for the GPU check)."""
+        began = time.perf_counter()
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")},
+               **(env or {})}
         command = [sys.executable, "-m", "appliance", *(["--config", config] if config else []),
                    "serve", "--port", "0", "--metrics-port", "0", "--backend", "cpu", *args]
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
@@ -50,7 +63,10 @@ class ServerProcess:
                     grpc_at = re.search(r"grpc=(\S+)", line)
                     metrics_at = re.search(r"metrics=(\S+)", line)
                     if grpc_at and metrics_at:
-                        return cls(proc, grpc_at.group(1), metrics_at.group(1))
+                        server = cls(proc, grpc_at.group(1), metrics_at.group(1))
+                        server.ready_s = time.perf_counter() - began
+                        server.startup = seen
+                        return server
         finally:
             timer.cancel()
         proc.kill()
@@ -79,6 +95,11 @@ class ServerProcess:
         except OSError:
             pass
         return None
+
+    def startup_notes(self) -> list[str]:
+        """The start-up lines that say what took the time (kernel warm-up, backend)."""
+        return [line for line in self.startup if "appliance ready" not in line
+                and any(k in line.lower() for k in STARTUP_KEYS)]
 
     def rss_mb(self) -> float | None:
         return self._status("VmRSS")

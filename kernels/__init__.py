@@ -2,4 +2,11 @@
 
 Importable without a GPU and without numba.cuda: each kernel module builds its
 kernels lazily in a cached factory. The CPU backend does not use this package.
+
+Every ``@cuda.jit`` kernel has ``cache=True`` (numba's on-disk cache: only the
+first start on a machine compiles; a kernel that cannot be cached says why in
+a ``# no-cache:`` comment on its decorator). numba invalidates a cached kernel
+only when its own source file changes, so the constants a kernel reads live
+in its ``_*_cuda.py`` file. The wrappers take NumPy or device arrays and
+synchronise their stream before a result reaches the host (``_launch``).
 """

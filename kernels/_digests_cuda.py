@@ -29,7 +29,7 @@ SHA256_K = np.array([
 ], dtype=np.int64)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def digest(data, offsets, lengths, order, md5_out, sha1_out, sha256_out):  # type: ignore[no-untyped-def]
     """Thread i hashes file order[i] (MD5, SHA-1, SHA-256 in one pass); see kernels.digests."""
     i = cuda.grid(1)

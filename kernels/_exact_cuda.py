@@ -7,7 +7,7 @@ PTX of every kernel must build on machines without one (CI)."""
 from numba import cuda
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def lookup(keys, queries, first, count):  # type: ignore[no-untyped-def]
     """first[q], count[q]: the run of keys equal to queries[q] (lower, then upper bound)."""
     q = cuda.grid(1)

@@ -1,11 +1,18 @@
-"""The numba.cuda source of kernels.hamming (imported on first use only)."""
+"""The numba.cuda source of kernels.hamming (imported on first use only).
+
+The tile sizes are written here, not imported from kernels.hamming: numba
+freezes globals into the compiled kernel and its on-disk cache is invalidated
+only when this file changes, so a size imported from elsewhere could change
+under a stale cached kernel. kernels.hamming checks that the two agree.
+"""
 
 from numba import cuda, int32, uint64
 
-from kernels.hamming import TILE_Q, WORDS
+TILE_Q = 32
+WORDS = 4
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def radius_search(entries, queries, radius, out_q, out_e, out_d, counter):  # type: ignore[no-untyped-def]
     """Hits of queries[blockIdx.y tile] against entries[strided range]; see kernels.hamming."""
     tile = cuda.shared.array(shape=(TILE_Q, WORDS), dtype=uint64)

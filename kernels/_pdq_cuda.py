@@ -36,7 +36,7 @@ else:
 MEDIAN_RANK = 127  # the lower median of 256 values: 128th smallest (0-based 127)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def luma(rgb, out):  # type: ignore[no-untyped-def]
     """out[p] = float32(float64 R*0.299 + G*0.587 + B*0.114) of pixel p of the flat rgb."""
     start = cuda.grid(1)
@@ -48,7 +48,7 @@ def luma(rgb, out):  # type: ignore[no-untyped-def]
         out[p] = float32(_dadd(_dadd(_dmul(r, 0.299), _dmul(g, 0.587)), _dmul(b, 0.114)))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def box_filter(src, dst, offsets, heights, widths, along_cols):  # type: ignore[no-untyped-def]
     """One Jarosz box-filter pass of image blockIdx.x, along its rows (along_cols == 0)
     or its columns, src -> dst (flat float32 planes, image i at offsets[i], row-major).
@@ -106,7 +106,7 @@ def box_filter(src, dst, offsets, heights, widths, along_cols):  # type: ignore[
             oi += 1
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def finish(plane, offsets, heights, widths, dct, hashes, qualities):  # type: ignore[no-untyped-def]
     """Image blockIdx.x (256 threads): decimate to 64x64, quality, DCT, then per
     variant the median and bits (hashes has 1 or 8 rows per image)."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from kernels._launch import after_launch, before_launch, device_array
+
 THREADS = 128  # threads per block; each keeps ~1.3 KiB of message schedule locally
 
 
@@ -34,16 +36,17 @@ def _kernel() -> Any:
 def digest_batch(
     data: Any, offsets: Any, lengths: Any, xp: Any, stream: Any = 0
 ) -> tuple[Any, Any, Any]:
-    """data: (B,) uint8 flat buffer of all files; offsets, lengths: (N,) int64.
+    """data: (B,) uint8 flat buffer of all files; offsets, lengths: (N,) int64;
+    each NumPy or on the device of ``xp`` (numpy/cupy).
 
     Returns (md5 (N, 16) uint8, sha1 (N, 20) uint8, sha256 (N, 32) uint8),
     row i the digests of ``data[offsets[i]:offsets[i] + lengths[i]]``, on the
-    device of ``xp`` (numpy/cupy), computed on numba ``stream``. Raises
-    ValueError if a file lies outside ``data``.
+    device of ``xp``, computed on numba ``stream`` and complete on return (the
+    stream is synchronised). Raises ValueError if a file lies outside ``data``.
     """
-    data = xp.ascontiguousarray(data, dtype=xp.uint8).reshape(-1)
-    offsets = xp.ascontiguousarray(offsets, dtype=xp.int64).reshape(-1)
-    lengths = xp.ascontiguousarray(lengths, dtype=xp.int64).reshape(-1)
+    data = device_array(xp, data, xp.uint8).reshape(-1)
+    offsets = device_array(xp, offsets, xp.int64).reshape(-1)
+    lengths = device_array(xp, lengths, xp.int64).reshape(-1)
     n = int(lengths.shape[0])
     if int(offsets.shape[0]) != n:
         raise ValueError(f"offsets has {offsets.shape[0]} entries, lengths {n}")
@@ -59,5 +62,7 @@ def digest_batch(
     # Longest first, so a warp's threads walk about as many blocks each.
     order = xp.ascontiguousarray(xp.argsort(lengths)[::-1], dtype=xp.int64)
     blocks = -(-n // THREADS)
+    before_launch(xp, stream)
     _kernel()[blocks, THREADS, stream](data, offsets, lengths, order, md5, sha1, sha256)
+    after_launch(stream)
     return md5, sha1, sha256

@@ -12,6 +12,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from kernels._launch import after_launch, before_launch, device_array
+
 THREADS = 256
 
 
@@ -24,10 +26,17 @@ def _kernel() -> Any:
 
 
 def find(keys: Any, queries: Any, xp: Any, stream: Any = 0) -> tuple[Any, Any]:
-    """(first (Q,) int64, count (Q,) int64): the run of ``keys`` equal to each query."""
+    """(first (Q,) int64, count (Q,) int64): the run of ``keys`` (N, K) uint64
+    equal to each of ``queries`` (Q, K) uint64, both NumPy or on the device of
+    ``xp``. The results are on that device, complete on return (the launch
+    ``stream`` is synchronised)."""
+    keys = device_array(xp, keys, xp.uint64)
+    queries = device_array(xp, queries, xp.uint64)
     first = xp.zeros(queries.shape[0], dtype=xp.int64)
     count = xp.zeros(queries.shape[0], dtype=xp.int64)
     if queries.shape[0] and keys.shape[0]:
         blocks = -(-queries.shape[0] // THREADS)
+        before_launch(xp, stream)
         _kernel()[blocks, THREADS, stream](keys, queries, first, count)
+        after_launch(stream)
     return first, count

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from kernels._launch import after_launch, before_launch, device_array, to_host
+
 TILE_Q = 32  # queries per block, kept in shared memory (32 x 4 words = 1 KiB)
 THREADS = 256
 WORDS = 4  # a 256-bit hash
@@ -36,6 +38,8 @@ def _kernel() -> Any:
     # must be a global of the kernel's module for the simulator to stand in for it.
     from kernels import _hamming_cuda
 
+    if (_hamming_cuda.TILE_Q, _hamming_cuda.WORDS) != (TILE_Q, WORDS):
+        raise RuntimeError("kernels._hamming_cuda's TILE_Q/WORDS differ from kernels.hamming's")
     return _hamming_cuda.radius_search
 
 
@@ -50,8 +54,13 @@ def launch(
 ) -> tuple[Any, Any, Any, int]:
     """One launch: (query index, entry position, distance) arrays of the hits
     found and the total number of hits (which may exceed ``capacity``: then
-    only ``capacity`` were written). Arrays live where ``xp`` (numpy/cupy) puts them."""
+    only ``capacity`` were written). ``entries`` (N, 4) and ``queries`` (Q, 4)
+    uint64 may be NumPy or on the device of ``xp`` (numpy/cupy); the outputs
+    are on that device, complete on return: the launch ``stream`` is
+    synchronised before the hit counter is read, whatever stream is current."""
     kernel = _kernel()
+    entries = device_array(xp, entries, xp.uint64)
+    queries = device_array(xp, queries, xp.uint64)
     out_q = xp.empty(max(1, capacity), dtype=xp.int32)
     out_e = xp.empty(max(1, capacity), dtype=xp.int64)
     out_d = xp.empty(max(1, capacity), dtype=xp.int32)
@@ -60,8 +69,10 @@ def launch(
     if n and q:
         grid_x = blocks_x or max(1, min(1024, -(-n // THREADS)))
         grid = (grid_x, -(-q // TILE_Q))
+        before_launch(xp, stream)
         kernel[grid, THREADS, stream](entries, queries, radius, out_q, out_e, out_d, counter)
-    total = int(counter[0])
+        after_launch(stream)
+    total = int(to_host(counter)[0])
     return out_q, out_e, out_d, total
 
 
@@ -76,10 +87,6 @@ def search(
     out_q, out_e, out_d, total = launch(entries, queries, radius, capacity, xp, stream=stream)
     if total > capacity:
         out_q, out_e, out_d, total = launch(entries, queries, radius, total, xp, stream=stream)
-    qi, ei, di = (_host(a[:total]) for a in (out_q, out_e, out_d))
+    qi, ei, di = (to_host(a[:total]) for a in (out_q, out_e, out_d))
     order = np.lexsort((ei, di, qi))
     return qi[order], ei[order], di[order]
-
-
-def _host(a: Any) -> NDArray[Any]:
-    return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from kernels._launch import after_launch, before_launch, to_host
 from kernels.pdq_dct import dct_matrix
 
 HASH_BYTES = 32
@@ -48,10 +49,6 @@ def _kernel() -> Any:
     return _pdq_cuda
 
 
-def _host(a: Any) -> NDArray[Any]:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
 def pdq_batch(
     images: Sequence[NDArray[np.uint8]],
     xp: Any,
@@ -59,7 +56,8 @@ def pdq_batch(
     host_buffer: Callable[[int], NDArray[np.uint8]] | None = None,
     stream: Any = 0,
 ) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
-    """(hashes, qualities (N,) int32) of (H, W, 3) uint8 images, on the host.
+    """(hashes, qualities (N,) int32) of (H, W, 3) uint8 images (NumPy, or on
+    the device of ``xp``: they are packed on the host), on the host.
 
     hashes is (N, 32) uint8, row i equal to ``pdq_from_rgb(images[i])``; with
     ``dihedral`` it is (N, 8, 32), ``pdq_dihedral_from_rgb``'s 8 hashes. ``xp``
@@ -103,7 +101,7 @@ def _run(
     flat = host_buffer(3 * total) if host_buffer else np.empty(3 * total, dtype=np.uint8)
     for k, i in enumerate(keep):
         o = 3 * int(offsets[k])
-        flat[o : o + 3 * int(sizes[k])] = np.ascontiguousarray(images[i]).reshape(-1)
+        flat[o : o + 3 * int(sizes[k])] = np.ascontiguousarray(to_host(images[i])).reshape(-1)
 
     mod = _kernel()
     m = len(keep)
@@ -118,6 +116,7 @@ def _run(
     d_qual = xp.zeros(m, dtype=xp.int32)
 
     blocks = max(1, min(MAX_LUMA_BLOCKS, -(-total // THREADS_LUMA)))
+    before_launch(xp, stream)
     mod.luma[blocks, THREADS_LUMA, stream](d_rgb, plane_a)
     for src, dst, along_cols in (
         (plane_a, plane_b, 0),
@@ -127,4 +126,5 @@ def _run(
     ):
         mod.box_filter[m, THREADS_FILTER, stream](src, dst, d_off, d_h, d_w, along_cols)
     mod.finish[m, THREADS_FINISH, stream](plane_a, d_off, d_h, d_w, d_dct, d_hashes, d_qual)
-    return _host(d_hashes), _host(d_qual)
+    after_launch(stream)
+    return to_host(d_hashes), to_host(d_qual)

@@ -99,6 +99,18 @@ def test_batching_gpu_and_log_settings_from_file_env_and_flags(tmp_path: Path) -
     assert defaults.batching.max_queue_wait_ms == 500.0
 
 
+def test_gpu_strict_from_file_and_env_and_the_gpu_checks_variable(tmp_path: Path) -> None:
+    assert cfg.load().gpu.strict is False  # serving falls back to the CPU on a fault
+    path = tmp_path / "strict.toml"
+    path.write_text("[gpu]\nstrict = true\n")
+    assert cfg.load(str(path)).gpu.strict is True
+    assert cfg.load(None, {"APPLIANCE_GPU_STRICT": "1"}).gpu.strict is True
+    assert cfg.load(str(path), {"APPLIANCE_GPU_STRICT": "0"}).gpu.strict is False
+    # The kernel tests' variable, exported by the GPU check to the servers it
+    # starts too, is not a (misspelt) configuration section.
+    assert cfg.load(None, {"APPLIANCE_REQUIRE_GPU": "1"}) == cfg.load()
+
+
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [

@@ -1,9 +1,12 @@
 """Every kernel compiles to PTX for the H200 (sm_90), with no GPU: NVVM ships in
-numba-cuda's cu13 extra."""
+numba-cuda's cu13 extra; and every kernel keeps its compiled code in numba's
+on-disk cache, so only the first start on a machine compiles."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +60,30 @@ def test_pdq_kernels_compile_for_sm90() -> None:
         ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
         assert ".target sm_90" in ptx
         assert "fma." not in ptx  # contraction would change the rounding of the DCT/luma
+
+
+def _kernels() -> list[Any]:
+    from kernels import digests, exact, hamming, pdq
+
+    mod = pdq._kernel()
+    return [digests._kernel(), exact._kernel(), hamming._kernel(), mod.luma, mod.box_filter,
+            mod.finish]
+
+
+def test_every_kernel_is_cached_on_disk_or_says_why_not() -> None:
+    sources = sorted((Path(__file__).resolve().parent.parent / "kernels").glob("_*_cuda.py"))
+    assert len(sources) == 4
+    uncached = set()
+    for path in sources:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        decorated = [(n, line) for n, line in enumerate(lines, 1)
+                     if line.lstrip().startswith("@cuda.jit")]
+        assert decorated, path
+        for n, line in decorated:
+            if "# no-cache:" in line:
+                uncached.add(lines[n].split("(")[0].removeprefix("def ").strip())
+            else:
+                assert "cache=True" in line, f"{path.name}:{n}: {line.strip()}"
+    for kernel in _kernels():  # numba took the flag: a disk cache, not its NullCache
+        if kernel.py_func.__name__ not in uncached:
+            assert type(kernel._cache).__name__ == "CUDACache", kernel.py_func.__name__

@@ -106,10 +106,14 @@ class Device:
                 self._staging = cupyx.empty_pinned((size,), dtype=np.uint8)
         return self._staging[:nbytes]
 
-    def upload(self, host: NDArray[Any]) -> Any:
-        """A device copy of ``host`` (asynchronous from pinned memory on a GPU)."""
+    def upload(self, host: Any) -> Any:
+        """A device copy of ``host`` (asynchronous from pinned memory on a GPU);
+        an array already on the device is made contiguous, not copied back
+        (``np.ascontiguousarray`` refuses CuPy arrays as CuPy refuses NumPy's)."""
         if self.simulated:
             return np.array(host, copy=True)
+        if not isinstance(host, np.ndarray):
+            return self.xp.ascontiguousarray(self.xp.asarray(host))
         out = self.xp.empty(host.shape, dtype=host.dtype)
         out.set(np.ascontiguousarray(host), stream=self._cupy_stream)
         return out

@@ -16,16 +16,25 @@ Because only stage 2 holds the lock, the CPU stage of the next batch runs
 while the device works on this one (the server runs several batches at once;
 ``appliance scan`` keeps two in flight).
 
-Any exception in stage 2 (out of device memory, a kernel launch failure) is
-a GPU fault: it is logged and counted in ``appliance_gpu_fallbacks_total``,
-and the whole batch is redone on the CPU path, so the caller still gets the
-same answers. ``fault_hook`` lets tests inject such faults.
+Any exception in stage 2 (out of device memory, a kernel that fails to
+compile or launch), in a lookup or in the upload of the lists is a GPU fault:
+it is logged and counted (``fallbacks``, and ``appliance_gpu_fallbacks_total``
+by stage), and the work is redone on the CPU path, so the caller still gets
+the same answers. With ``gpu.strict`` it is raised instead, as a GpuFault
+whose ``__cause__`` is the original exception: tests, benchmarks and the GPU
+check must fail on a broken kernel, not measure or verify the CPU under the
+name of the GPU. ``fault_hook`` lets tests inject such faults.
+
+``warm_up`` runs every kernel once, checked against its CPU twin, before the
+server says ready (appliance.gpu.warmup): it compiles them (or loads them from
+numba's cache) and proves them on this device.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import replace
@@ -33,9 +42,10 @@ from dataclasses import replace
 import numpy as np
 
 from appliance.config import Config
-from appliance.errors import ItemFault
+from appliance.errors import ApplianceError, ItemFault
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
+from appliance.gpu.warmup import warm_up_kernels
 from appliance.index.snapshot import Hit, Snapshot
 from appliance.metrics import Metrics
 from appliance.pipeline import Deferred, Item, ItemResult, Pipeline, matchable_items
@@ -50,8 +60,16 @@ log = logging.getLogger("appliance.gpu")
 _DIGEST_COLUMNS = {"md5": 0, "sha1": 1, "sha256": 2}
 
 
-class GpuFault(RuntimeError):
-    """A failure of the device during a batch (raised by injected faults in tests)."""
+class GpuFault(ApplianceError, RuntimeError):
+    """A device fault raised, not fallen back from (``gpu.strict``; tests also
+    inject it); ``__cause__`` is the original exception. An ApplianceError, so
+    a strict warm-up failure stops ``appliance serve`` with one line."""
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class GpuPipeline(Pipeline):
@@ -62,8 +80,14 @@ class GpuPipeline(Pipeline):
         super().__init__(config, metrics, decoders)
         self.device = device
         self.digest_cpu_min = config.gpu.digest_cpu_min_bytes
-        # Called with a stage name ("digest", "perceptual", "match", "upload")
-        # before the device does it; tests raise from it to inject a fault.
+        self.strict = config.gpu.strict
+        # Device faults seen (each one a fallback to the CPU unless strict): a
+        # plain count, with or without metrics, for benchmarks and checks.
+        self.fallbacks = 0
+        self._fallbacks_lock = threading.Lock()
+        # Called with a stage name ("digest", "perceptual", "match", "upload",
+        # "lookup", "warm-up") before the device does it; tests raise from it
+        # to inject a fault.
         self.fault_hook: Callable[[str], None] | None = None
         self._index: DeviceIndex | None = None
         self._index_lock = threading.Lock()
@@ -79,9 +103,8 @@ class GpuPipeline(Pipeline):
             self._inject("upload")
             with self.device.scope():
                 index = DeviceIndex(snapshot, self.device, self._index)
-        except Exception:
-            log.exception("uploading the lists to the device failed; matching on the CPU")
-            self._count_fallback("upload")
+        except Exception as exc:
+            self._device_fault("upload", exc, "this snapshot is matched on the CPU")
             return
         with self._index_lock:
             self._index = index  # the old copy is freed once no batch uses it
@@ -103,9 +126,8 @@ class GpuPipeline(Pipeline):
                 return index.match(signal, values, qualities, extra)
         except ItemFault:
             raise  # a bad value, not a device fault: the caller reports it
-        except Exception:
-            log.exception("GPU fault in a lookup; answered on the CPU")
-            self._count_fallback("lookup")
+        except Exception as exc:
+            self._device_fault("lookup", exc, "answered on the CPU")
             return snapshot.match(signal, values, qualities, extra=extra)
 
     def _device_index(self, snapshot: Snapshot) -> DeviceIndex | None:
@@ -143,18 +165,44 @@ class GpuPipeline(Pipeline):
                 if snapshot is not None:
                     stage = "match"
                     self._match(items, results, snapshot)
-        except Exception:
-            log.exception("GPU fault in the %s stage; the batch is redone on the CPU", stage)
-            self._count_fallback(stage)
+        except Exception as exc:
+            self._device_fault(stage, exc, "the batch is redone on the CPU")
             return super().run(items, snapshot, pool)
         self.record(results)
         return results
+
+    def warm_up(self) -> None:
+        """Every kernel once on this device, checked against its CPU twin, and
+        the time logged. A fault is logged loudly and counted; with
+        ``gpu.strict`` it is raised (GpuFault, one line: the server does not start)."""
+        started = time.perf_counter()
+        try:
+            self._inject("warm-up")
+            with self.device.scope():
+                timings = warm_up_kernels(self.device, self.pdq_dihedral)
+        except Exception as exc:
+            self._device_fault("warm-up", exc, "batches fall back to the CPU when kernels fail")
+            return
+        log.info("GPU kernels warmed up (compiled, or loaded from numba's cache) and checked "
+                 "against the CPU on %s in %.1f s (%s)", self.device.name,
+                 time.perf_counter() - started,
+                 ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items()))
 
     def _inject(self, stage: str) -> None:
         if self.fault_hook is not None:
             self.fault_hook(stage)
 
-    def _count_fallback(self, stage: str) -> None:
+    def _device_fault(self, stage: str, exc: Exception, fallback: str) -> None:
+        """Count a device fault in ``stage``; raise it as a GpuFault when
+        strict, else log it (the caller then does ``fallback``). Called from
+        the ``except`` clause that caught ``exc``."""
+        with self._fallbacks_lock:
+            self.fallbacks += 1
+        if self.strict:
+            log.error("GPU fault in the %s stage, raised (gpu.strict)", stage, exc_info=exc)
+            raise GpuFault(f"GPU fault in the {stage} stage (gpu.strict, no fallback to the "
+                           f"CPU): {_one_line(exc)}") from exc
+        log.error("GPU fault in the %s stage; %s", stage, fallback, exc_info=exc)
         if self.metrics is not None:
             self.metrics.gpu_fallbacks.labels(stage).inc()
 

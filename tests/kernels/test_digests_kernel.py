@@ -92,3 +92,18 @@ def test_empty_batch_and_bad_extents(xp: Any) -> None:
     with pytest.raises(ValueError):
         digests.digest_batch(data, xp.asarray(np.array([0], np.int64)),
                              xp.asarray(np.array([-1], np.int64)), xp)
+
+
+def test_numpy_offsets_and_lengths_as_the_benchmarks_pass_them(xp: Any) -> None:
+    """The buffer on the device, its extents as NumPy arrays (benchmarks/gpu_kernels.py
+    does this; on a GPU, CuPy's ascontiguousarray refuses NumPy arrays)."""
+    files = [b"abc", b"", b"x" * 70]
+    data = xp.asarray(np.frombuffer(b"".join(files), dtype=np.uint8).copy())
+    offsets = np.array([0, 3, 3], dtype=np.int64)
+    lengths = np.array([3, 0, 70], dtype=np.int64)
+    md5, sha1, sha256 = digests.digest_batch(data, offsets, lengths, xp)
+    host = [_host(c) for c in (md5, sha1, sha256)]
+    assert [tuple(h[i].tobytes() for h in host) for i in range(3)] == [_expected(f) for f in files]
+    # All NumPy, and a Python list for the extents: the same digests.
+    again = digests.digest_batch(np.frombuffer(b"".join(files), np.uint8), [0, 3, 3], lengths, xp)
+    assert all((_host(a) == b).all() for a, b in zip(again, host, strict=True))

@@ -33,3 +33,16 @@ def test_finds_every_key_run_like_the_cpu_index(xp: Any) -> None:
         for v in values:
             by_value[v.tobytes()] = by_value.get(v.tobytes(), 0) + 1
         assert [int(c) for c in count] == [by_value.get(q.tobytes(), 0) for q in queries]
+
+
+def test_numpy_keys_and_queries_are_accepted(xp: Any) -> None:
+    rng = np.random.default_rng(4)
+    values = rng.integers(0, 256, (50, 16), dtype=np.uint8)
+    index = ExactIndex(values, np.arange(len(values), dtype=np.int64))
+    keys = np.array(index.to_arrays()["keys"])
+    queries = _words_of(values[::7], 16, "queries")
+    got = exact.find(keys, queries, xp)  # NumPy in, device arrays out
+    want = exact.find(xp.asarray(keys), xp.asarray(queries), xp)
+    host = [[a.get() if hasattr(a, "get") else np.asarray(a) for a in pair] for pair in (got, want)]
+    assert all((a == b).all() for a, b in zip(host[0], host[1], strict=True))
+    assert (host[0][1] == 1).all()  # every query found once

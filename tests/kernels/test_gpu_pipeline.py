@@ -3,6 +3,10 @@ real GPU the same tests run on the device) against the CPU pipeline: the same
 hashes in the same order, the same matches, the same errors; the device index
 against the host snapshot; reloads; and the fall-back to the CPU on a fault.
 
+Every GPU pipeline here is strict (``gpu.strict``) unless a test is about the
+fall-back: a device fault raises instead of being answered by the CPU, so a
+broken kernel fails these tests rather than passing them on the CPU path.
+
 Images stay tiny: the simulator runs every CUDA thread as a Python thread.
 """
 
@@ -30,6 +34,8 @@ from tests.imaging import encode, synthetic_image
 from tests.kernels.conftest import GPU
 
 SIGNALS = ("md5", "sha1", "sha256", "pdq", "phash", "dhash")
+STRICT = Config(gpu=GpuConfig(strict=True))
+STAGES = ["upload", "lookup", "digest", "perceptual", "match"]
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +93,12 @@ def _listed_snapshot(matching: MatchingConfig) -> Snapshot:
     return Snapshot([listed], matching)
 
 
-def _config(**matching: object) -> Config:
+def _config(strict: bool = True, **matching: object) -> Config:
     return Config(
         matching=MatchingConfig(pdq_quality_min=0, **matching),  # type: ignore[arg-type]
         hashing=HashingConfig(exif_orientation=True),
         # Small, so that some of the files are digested on the CPU threads.
-        gpu=GpuConfig(digest_cpu_min_bytes=3000),
+        gpu=GpuConfig(digest_cpu_min_bytes=3000, strict=strict),
     )
 
 
@@ -131,7 +137,7 @@ def test_gpu_pipeline_answers_as_the_cpu_pipeline(
 def test_digests_of_small_and_large_files_equal_hashlib(
     backend: Backend, pool: ThreadPoolExecutor
 ) -> None:
-    config = replace(Config(), gpu=GpuConfig(digest_cpu_min_bytes=100))
+    config = replace(Config(), gpu=GpuConfig(digest_cpu_min_bytes=100, strict=True))
     rng = np.random.default_rng(5)
     lengths = [1, 55, 56, 63, 64, 65, 99, 100, 119, 120, 4097]
     items = [Item(str(n), rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
@@ -192,7 +198,7 @@ def test_device_index_answers_as_the_host_snapshot(backend: Backend) -> None:
 
 def test_a_reload_uploads_only_the_lists_that_changed(backend: Backend) -> None:
     metrics = Metrics()
-    gpu = make_pipeline(Config(), backend, metrics)
+    gpu = make_pipeline(STRICT, backend, metrics)
     assert isinstance(gpu, GpuPipeline)
     keep = ListIndex(_lookup_snapshot().lists[0])
     first = Snapshot([keep, ListIndex(parse_csv(b"id,md5\nx," + b"a" * 32, "other"))],
@@ -217,7 +223,7 @@ def test_a_reload_uploads_only_the_lists_that_changed(backend: Backend) -> None:
 def test_a_gpu_fault_redoes_the_batch_on_the_cpu(
     backend: Backend, pool: ThreadPoolExecutor, stage: str
 ) -> None:
-    config = _config()
+    config = _config(strict=False)
     snapshot = _listed_snapshot(config.matching)
     metrics = Metrics()
     gpu = make_pipeline(config, backend, metrics)
@@ -236,14 +242,16 @@ def test_a_gpu_fault_redoes_the_batch_on_the_cpu(
     assert _as_tuples(got) == _as_tuples(want)
     assert metrics.registry.get_sample_value(
         "appliance_gpu_fallbacks_total", {"stage": stage}) == 1
+    assert gpu.fallbacks == 1
     gpu.fault_hook = None  # and the next batch is back on the device
     assert _as_tuples(gpu.run(items, snapshot, pool)) == _as_tuples(want)
     assert metrics.registry.get_sample_value(
         "appliance_gpu_fallbacks_total", {"stage": stage}) == 1
+    assert gpu.fallbacks == 1
 
 
 def test_a_failed_upload_matches_on_the_host(backend: Backend, pool: ThreadPoolExecutor) -> None:
-    config = _config()
+    config = _config(strict=False)
     snapshot = _listed_snapshot(config.matching)
     metrics = Metrics()
     gpu = make_pipeline(config, backend, metrics)
@@ -261,6 +269,7 @@ def test_a_failed_upload_matches_on_the_host(backend: Backend, pool: ThreadPoolE
     assert _as_tuples(got) == _as_tuples(Pipeline(config).run(items, snapshot, pool))
     assert metrics.registry.get_sample_value(
         "appliance_gpu_fallbacks_total", {"stage": "upload"}) == 1
+    assert gpu.fallbacks == 1
 
 
 def test_the_cpu_stage_of_one_batch_overlaps_the_device_stage_of_another(
@@ -270,7 +279,7 @@ def test_the_cpu_stage_of_one_batch_overlaps_the_device_stage_of_another(
     is decoded and hashed on the CPU threads (and then waits for the device)."""
     import threading
 
-    gpu = make_pipeline(Config(), backend)
+    gpu = make_pipeline(STRICT, backend)
     assert isinstance(gpu, GpuPipeline)
     on_device, release = threading.Event(), threading.Event()
     second_prepared = threading.Event()
@@ -308,13 +317,15 @@ def test_the_cpu_stage_of_one_batch_overlaps_the_device_stage_of_another(
 def test_lookup_on_the_device_and_after_a_fault(backend: Backend) -> None:
     snapshot = _lookup_snapshot()
     metrics = Metrics()
-    gpu = make_pipeline(Config(), backend, metrics)
+    gpu = make_pipeline(STRICT, backend, metrics)
     assert isinstance(gpu, GpuPipeline)
     gpu.prepare_snapshot(snapshot)
     values = [v.tobytes() for v in snapshot.lists[0].columns["pdq"].values[:6]]
     want = snapshot.match("pdq", values, [None] * len(values))
     assert gpu.lookup(snapshot, "pdq", values, [None] * len(values)) == want
     assert all(hits for hits in want)
+    assert gpu.fallbacks == 0
+    gpu.strict = False  # from here on, a fault falls back
 
     def fail(at: str) -> None:
         raise GpuFault(f"injected fault in {at}")
@@ -323,3 +334,60 @@ def test_lookup_on_the_device_and_after_a_fault(backend: Backend) -> None:
     assert gpu.lookup(snapshot, "pdq", values, [None] * len(values)) == want
     assert metrics.registry.get_sample_value(
         "appliance_gpu_fallbacks_total", {"stage": "lookup"}) == 1
+    assert gpu.fallbacks == 1
+
+
+def test_metrics_are_not_needed_to_count_fallbacks(
+    backend: Backend, pool: ThreadPoolExecutor
+) -> None:
+    gpu = make_pipeline(Config(), backend)  # no metrics
+    assert isinstance(gpu, GpuPipeline) and gpu.fallbacks == 0
+
+    def fail(at: str) -> None:
+        raise GpuFault(f"injected fault in {at}")
+
+    gpu.fault_hook = fail
+    items = [Item("a", b"abc" * 10, ("md5",))]
+    [result] = gpu.run(items, None, pool)
+    assert result.hashes[0].value == hashlib.md5(b"abc" * 10).digest()
+    assert gpu.fallbacks == 1
+
+
+class _Broken(Exception):
+    """Stands in for a numba typing error, a CUDA error, an out-of-memory."""
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_strict_pipeline_raises_every_device_fault(
+    backend: Backend, pool: ThreadPoolExecutor, stage: str
+) -> None:
+    """No fall-back with gpu.strict: the fault of any stage reaches the caller
+    as a GpuFault whose cause is the original exception, and is counted."""
+    config = _config(strict=True)
+    snapshot = _listed_snapshot(config.matching)
+    metrics = Metrics()
+    gpu = make_pipeline(config, backend, metrics)
+    assert isinstance(gpu, GpuPipeline) and gpu.strict
+    original = _Broken(f"broken in {stage}")
+
+    def fail(at: str) -> None:
+        if at == stage:
+            raise original
+
+    if stage != "upload":
+        gpu.prepare_snapshot(snapshot)
+    gpu.fault_hook = fail
+    items = [i for i in _items() if i.id in ("img0.png", "img2.png", "text.txt")]
+    with pytest.raises(GpuFault, match=f"GPU fault in the {stage} stage") as raised:
+        if stage == "upload":
+            gpu.prepare_snapshot(snapshot)
+        elif stage == "lookup":
+            gpu.lookup(snapshot, "md5", [bytes(16)], [None])
+        else:
+            gpu.run(items, snapshot, pool)
+    assert raised.value.__cause__ is original
+    assert "\n" not in str(raised.value)
+    assert gpu.fallbacks == 1
+    # Raised, not fallen back from: the metric of fall-backs stays at zero.
+    assert not metrics.registry.get_sample_value(
+        "appliance_gpu_fallbacks_total", {"stage": stage})

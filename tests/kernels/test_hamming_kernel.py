@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from appliance.index.hamming import pack
 from appliance.index.mih import MultiIndexHamming
@@ -51,3 +52,30 @@ def test_empty_inputs(xp: Any) -> None:
     for a, b in ((none, some), (some, none)):
         qi, _, _ = hamming.search(a, b, 31, xp)
         assert len(qi) == 0
+
+
+def test_numpy_entries_and_queries_give_the_same_hits(xp: Any) -> None:
+    queries, entries, _ = corpus(7, n_random=200)
+    want = hamming.search(_device(xp, pack(entries)), _device(xp, pack(queries)), 31, xp)
+    got = hamming.search(pack(entries), pack(queries), 31, xp)
+    for a, b in zip(got, want, strict=True):
+        assert isinstance(a, np.ndarray) and (a == b).all()
+    assert len(want[0]) > 0
+
+
+@pytest.mark.gpu
+def test_the_hit_counter_is_read_after_the_kernel_on_a_non_blocking_stream(xp: Any) -> None:
+    """Outside Device.scope: the kernel on a non-blocking stream, CuPy's current
+    stream the legacy default one, which is not ordered after it. ``launch``
+    synchronises its stream before it reads the counter, so no hit is missed."""
+    from numba import cuda
+
+    rng = np.random.default_rng(2)
+    entries = xp.asarray(rng.integers(0, 2**63, (1 << 17, 4), dtype=np.uint64))
+    queries = xp.asarray(rng.integers(0, 2**63, (64, 4), dtype=np.uint64))
+    stream = xp.cuda.Stream(non_blocking=True)
+    numba_stream = cuda.external_stream(stream.ptr)
+    for _ in range(5):
+        # Radius 256: every pair is a hit, and the kernel takes long enough to race.
+        *_, total = hamming.launch(entries, queries, 256, 1, xp, stream=numba_stream)
+        assert total == entries.shape[0] * queries.shape[0]
