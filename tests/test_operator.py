@@ -272,3 +272,38 @@ def test_the_watcher_says_once_that_a_list_is_missing(tmp_path: Path) -> None:
         proc.terminate()
         rest = proc.communicate(timeout=30)[1]
     assert rest.count("watching lists:") == 1
+
+
+class _Workers:
+    """A pipeline whose decode workers take ``seconds`` to start."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def start(self) -> None:
+        time.sleep(self.seconds)
+
+    def warm_up(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("seconds", "says_why"), [(0.0, False), (0.4, True)])
+def test_only_a_slow_start_says_it_is_compiling(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, seconds: float,
+    says_why: bool
+) -> None:
+    import asyncio
+    import logging
+
+    from appliance import server
+
+    monkeypatch.setattr(server, "compile_kernels", lambda: 0.0)
+    monkeypatch.setattr(server, "_SLOW_START", 0.2)
+    with caplog.at_level(logging.INFO, logger="appliance.server"):
+        asyncio.run(server._warm_up(_Workers(seconds)))  # type: ignore[arg-type]
+    said = [r.getMessage() for r in caplog.records]
+    assert any("compiling the hashing kernels" in m for m in said) is says_why, said
+    assert any("ready in" in m for m in said) is says_why, said
