@@ -34,7 +34,7 @@ from typing import Any
 from appliance import audit_chain as chain
 from appliance.audit_chain import GENESIS, AuditHeadInvalid, digest
 from appliance.errors import Overloaded
-from appliance.index.snapshot import Hit
+from appliance.results import Hit
 
 __all__ = ["GENESIS", "AuditBacklogFull", "AuditHeadInvalid", "AuditLog"]
 

@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance import cli_parser
 from appliance import config as cfg
 from appliance.errors import ApplianceError, ItemCode
 
@@ -30,47 +31,10 @@ from appliance.errors import ApplianceError, ItemCode
 
 
 def _config(args: argparse.Namespace) -> cfg.Config:
-    server = {
-        "host": getattr(args, "host", None),
-        "port": getattr(args, "port", None),
-        "metrics_port": getattr(args, "metrics_port", None),
-        "backend": getattr(args, "backend", None),
-        "workers": getattr(args, "workers", None),
-        "audit_log": getattr(args, "audit_log", None),
-        "grace_seconds": getattr(args, "grace_seconds", None),
-        "log_format": getattr(args, "log_format", None),
-        "log_requests": getattr(args, "log_requests", None),
-    }
-    batching = {
-        key: getattr(args, key, None)
-        for key in ("max_batch_items", "max_batch_bytes", "max_delay_ms",
-                    "max_queue_items", "max_queue_bytes", "max_queue_wait_ms",
-                    "max_inflight_bytes",
-                    "max_concurrent_batches")
-    }
-    matching = {
-        "pdq_threshold": getattr(args, "pdq_threshold", None),
-        "pdq_quality_min": getattr(args, "pdq_quality_min", None),
-        "pdq_dihedral": getattr(args, "dihedral", None),
-    }
-    hashing = {
-        "pdq_mode": getattr(args, "pdq_mode", None),
-        "exif_orientation": getattr(args, "exif_orientation", None),
-    }
-    limits = {"decode_isolation": getattr(args, "decode_isolation", None)}
-    security = {
-        "tls_cert": getattr(args, "tls_server_cert", None),
-        "tls_key": getattr(args, "tls_server_key", None),
-        "tls_client_ca": getattr(args, "tls_client_ca", None),
-        "identities_file": getattr(args, "identities", None),
-        "allow_insecure": getattr(args, "allow_insecure", None),
-        "metrics_tls": getattr(args, "metrics_tls", None),
-    }
     return cfg.load(
         path=args.config,
         env=os.environ,
-        overrides={"server": server, "hashing": hashing, "matching": matching,
-                   "batching": batching, "limits": limits, "security": security},
+        overrides=cli_parser.setting_overrides(args),
         lists=getattr(args, "lists", None),
     )
 
@@ -82,7 +46,7 @@ def _read_item(path: Path, limit: int, signals: tuple[str, ...]) -> Any:
     (it streams the files it sends), so local and remote answers agree; a
     larger file is refused from its size, unread.
     """
-    from appliance.pipeline import Item, ItemError, ItemResult
+    from appliance.results import Item, ItemError, ItemResult
 
     try:
         with path.open("rb") as f:
@@ -107,7 +71,7 @@ def _local_results(
     """
     from appliance.backend import make_pipeline, select_backend
     from appliance.loading import load_snapshot
-    from appliance.pipeline import Item
+    from appliance.results import Item
 
     pipeline = make_pipeline(config, select_backend(config.server.backend, config.gpu))
     snapshot = load_snapshot(config).snapshot if match else None
@@ -339,200 +303,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_hashing(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pdq-mode", choices=["exact", "fast"],
-                   help="exact: the reference's bits (default); fast: JPEGs decoded at "
-                        "reduced scale first, a few bits of drift (see README)")
-    p.add_argument("--exif-orientation", action="store_true", default=None,
-                   help="also hash the EXIF-corrected orientation (variant 'exif')")
-    p.add_argument("--decode-isolation", choices=["process", "inline"],
-                   help="process: decode in sandboxed worker processes, killed past "
-                   "limits.max_decode_seconds (default); inline: in the hashing threads")
-
-
-def _add_client(p: argparse.ArgumentParser) -> None:
-    """How --server is reached: TLS, a client certificate, a token."""
-    g = p.add_argument_group("with --server")
-    g.add_argument("--tls-ca", metavar="FILE",
-                   help="TLS, trusting this CA for the server's certificate")
-    g.add_argument("--tls-cert", metavar="FILE", help="this client's certificate (mutual TLS)")
-    g.add_argument("--tls-key", metavar="FILE", help="its private key")
-    g.add_argument("--token", help="bearer token (default: $APPLIANCE_TOKEN)")
-
-
-def _add_backend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=["auto", "cpu", "gpu", "gpu-sim"],
-                   help="compute backend (default cpu; auto: the GPU when there is one; "
-                   "gpu-sim: the GPU path simulated on the CPU, slow, for tests)")
-
-
-def _add_lists(p: argparse.ArgumentParser, greedy: bool = True) -> None:
-    help_text = (f"hash lists (default: the embedded demo list), each {cfg.SPEC_FORMS}; "
-                 "KIND block or allow (default: allow for the NSRL formats, block for the "
-                 "others), FORMAT auto (default) or a list format")
-    if greedy:
-        p.add_argument("--lists", nargs="+", action="extend", metavar="SPEC", help=help_text)
-    else:
-        # Positional arguments follow, so each --lists takes one SPEC (repeat
-        # the flag for more).
-        p.add_argument("--lists", action="append", metavar="SPEC",
-                       help=help_text + "; repeat the flag for several lists")
-    p.add_argument("--pdq-threshold", type=int, help="PDQ match distance (default 31)")
-    p.add_argument("--pdq-quality-min", type=int, help="skip PDQ below this quality (default 50)")
-    p.add_argument("--dihedral", action="store_true", default=None,
-                   help="match all 8 rotations/flips of PDQ, so turned or mirrored copies match")
-
-
-def _add_serve(p: argparse.ArgumentParser) -> None:
-    """The options of serve (and of doctor, which checks them)."""
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--metrics-port", type=int)
-    _add_backend(p)
-    p.add_argument("--workers", type=int, help="hashing threads (default: one per core)")
-    p.add_argument("--audit-log", help="append every match to this JSON-lines file")
-    p.add_argument("--log-format", choices=["text", "json"],
-                   help="text (default) or one JSON object per line")
-    p.add_argument("--log-requests", action="store_true", default=None,
-                   help="log every RPC (request id, method, code, seconds), not only failures")
-    p.add_argument("--grace-seconds", type=float,
-                   help="on SIGTERM, time given to accepted requests (default 10)")
-    t = p.add_argument_group("security (see README: Who may ask what)")
-    t.add_argument("--tls-cert", dest="tls_server_cert", metavar="FILE",
-                   help="the server's certificate (PEM): TLS on the gRPC port")
-    t.add_argument("--tls-key", dest="tls_server_key", metavar="FILE",
-                   help="its private key (PEM)")
-    t.add_argument("--tls-client-ca", metavar="FILE",
-                   help="CA of client certificates: mutual TLS, certificates required")
-    t.add_argument("--identities", metavar="FILE",
-                   help="identities (TOML): tokens, scopes, rate limits; without: open mode")
-    t.add_argument("--allow-insecure", action="store_true", default=None,
-                   help="serve plaintext on a non-loopback address (a sidecar terminates TLS)")
-    t.add_argument("--metrics-tls", action="store_true", default=None,
-                   help="serve the metrics port over TLS with the same certificate")
-    g = p.add_argument_group("batching (see README: Serving at scale)")
-    g.add_argument("--max-batch-items", type=int,
-                   help="files per batch (default 0: one per worker on cpu, 256 on gpu; "
-                   "1 turns batching off)")
-    g.add_argument("--max-batch-bytes", type=int, help="bytes per batch (default 64 MiB)")
-    g.add_argument("--max-delay-ms", type=float,
-                   help="longest wait for a batch to fill, from its first file (default 2)")
-    g.add_argument("--max-queue-items", type=int,
-                   help="files queued at most; beyond, RESOURCE_EXHAUSTED (default 4096)")
-    g.add_argument("--max-queue-bytes", type=int,
-                   help="bytes queued at most; beyond, RESOURCE_EXHAUSTED (default 1 GiB)")
-    g.add_argument("--max-queue-wait-ms", type=float,
-                   help="shed new requests while the oldest queued file has waited longer "
-                   "(default 500; 0: never)")
-    g.add_argument("--max-inflight-bytes", type=int,
-                   help="bytes of files held at once, queued, running or arriving in "
-                   "streams (default 512 MiB; 0: no bound beyond the queue's)")
-    g.add_argument("--max-concurrent-batches", type=int,
-                   help="batches processed at once (default 0: 2)")
-    _add_hashing(p)
-    _add_lists(p)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="appliance", description="Hash files and match them against known-content lists."
-    )
-    parser.add_argument("--config", help="TOML configuration file")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("serve", help="run the gRPC server")
-    _add_serve(p)
-    p.set_defaults(func=cmd_serve)
-
-    p = sub.add_parser("doctor", help="check what serve would do (configuration, backend, "
-                       "TLS, ports, lists, kernels, decode workers) without serving")
-    _add_serve(p)
-    p.set_defaults(func=cmd_doctor)
-
-    signals_help = (
-        "comma-separated, of md5,sha1,sha256,pdq,phash,dhash,ahash,whash "
-        "(default: md5,sha1,sha256,pdq)"
-    )
-    p = sub.add_parser("hash", help="print the hashes of files")
-    p.add_argument("--signals", help=signals_help)
-    _add_hashing(p)
-    p.add_argument("--dihedral", action="store_true", default=None,
-                   help="also print PDQ's 7 other rotations/flips (pdq_variants)")
-    p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
-    _add_client(p)
-    p.add_argument("files", nargs="+", metavar="FILE")
-    _add_backend(p)
-    p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=False))
-
-    p = sub.add_parser("match", help="hash files and match them against lists")
-    p.add_argument("--signals", help=signals_help)
-    _add_hashing(p)
-    p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
-    _add_client(p)
-    _add_lists(p, greedy=False)
-    p.add_argument("files", nargs="+", metavar="FILE")
-    _add_backend(p)
-    p.set_defaults(func=lambda a: cmd_hash_or_match(a, match=True))
-
-    p = sub.add_parser("scan", help="hash and match every file under a directory")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--out", help="write JSON lines here (default: standard output)")
-    p.add_argument("--signals", help=signals_help)
-    p.add_argument("--workers", type=int, help="threads (default: one per core)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--summary-json", action="store_true",
-                   help="also print the summary as one JSON line on standard error")
-    _add_hashing(p)
-    _add_lists(p, greedy=False)  # DIR is positional: a greedy --lists would swallow it
-    _add_backend(p)
-    p.set_defaults(func=cmd_scan)
-
-    p = sub.add_parser("lists", help="compile and inspect list snapshots")
-    lists_sub = p.add_subparsers(dest="lists_command", metavar="{compile,inspect}",
-                                 required=True)
-    q = lists_sub.add_parser(
-        "compile", help="parse lists and build their indexes into one snapshot file that "
-                        "`serve --lists FILE` maps at once")
-    q.add_argument("specs", nargs="*", metavar="SPEC",
-                   help=f"lists to compile (default: the [[lists]] of --config), each "
-                   f"{cfg.SPEC_FORMS}; KIND block or allow (default: allow for the NSRL "
-                   "formats, block for the others), FORMAT auto (default) or a list format")
-    q.add_argument("-o", "--out", required=True, metavar="FILE")
-    q.set_defaults(func=cmd_lists_compile)
-    q = lists_sub.add_parser("inspect", help="lists, versions and counts of a snapshot file")
-    q.add_argument("file", metavar="FILE")
-    q.add_argument("--verify", action="store_true", help="also check every array's checksum")
-    q.set_defaults(func=cmd_lists_inspect)
-
-    p = sub.add_parser("audit", help="check the audit log")
-    audit_sub = p.add_subparsers(dest="audit_command", metavar="{verify}", required=True)
-    q = audit_sub.add_parser(
-        "verify", help="check the hash chain of audit log files: exit 0 when it holds, "
-                       "1 at the first bad record")
-    q.add_argument("files", nargs="+", metavar="FILE",
-                   help="oldest first: the rotated files, then the current one")
-    q.set_defaults(func=cmd_audit_verify)
-
-    p = sub.add_parser("demo", help="write the demo images and their list")
-    p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(func=cmd_demo)
-    for command in _commands(parser):
-        # `appliance serve --config F` as well as `appliance --config F serve`; SUPPRESS
-        # so that a subcommand without it keeps the value given before it.
-        command.add_argument("--config", default=argparse.SUPPRESS,
-                             help="TOML configuration file")
-        command.set_defaults(parser=command)
-    return parser
-
-
-def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
-    """The parsers that run a command (leaves of the subcommand tree)."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        yield parser
-        return
-    for child in subs[0].choices.values():
-        yield from _commands(child)
+    return cli_parser.build_parser({
+        "serve": cmd_serve, "doctor": cmd_doctor,
+        "hash": lambda a: cmd_hash_or_match(a, match=False),
+        "match": lambda a: cmd_hash_or_match(a, match=True),
+        "scan": cmd_scan, "lists compile": cmd_lists_compile,
+        "lists inspect": cmd_lists_inspect, "audit verify": cmd_audit_verify, "demo": cmd_demo,
+    })
 
 
 def main(argv: Iterable[str] | None = None) -> int:

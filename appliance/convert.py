@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from appliance.index.snapshot import Hit
-from appliance.pipeline import Item, ItemError, ItemResult
-from appliance.signals import HashValue
+from appliance.results import HashValue, Hit, Item, ItemError, ItemResult
 from appliance.v1 import appliance_pb2 as pb
 
 

@@ -39,7 +39,8 @@ from appliance.errors import (
 from appliance.hashers.digests import Digester
 from appliance.index.snapshot import Snapshot
 from appliance.metrics import Metrics
-from appliance.pipeline import Item, ItemError, ItemResult, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.results import Item, ItemError, ItemResult
 
 # Stream chunks at least this large are digested in a thread.
 _DIGEST_OFF_LOOP = 64 << 10

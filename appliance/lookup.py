@@ -3,17 +3,21 @@
 Runs in a thread of its own (the servicer's lookup pool): a Lookup may carry
 100,000 hashes, and parsing, matching and answering them is long work that
 must not hold the event loop. Values are checked one by one (a bad one is an
-error on that hash only), then matched in one query per signal.
+error on that hash only), then matched in one query per signal by the match
+path of files (``pipeline.match_results``): the same hits, one per entry.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 from appliance import convert
 from appliance import signals as sig
 from appliance.errors import ItemCode, ItemFault
-from appliance.index.snapshot import Hit, Snapshot, match_radius
+from appliance.index.snapshot import Snapshot
 from appliance.metrics import Metrics
-from appliance.pipeline import Pipeline, suppress_allowed
+from appliance.pipeline import Pipeline, match_results
+from appliance.results import HashValue, ItemResult
 from appliance.security import ProbeGuard, redact
 from appliance.v1 import appliance_pb2 as pb
 
@@ -29,42 +33,38 @@ def _quality(query: pb.Hash) -> int | None:
 def lookup(
     pipeline: Pipeline, snapshot: Snapshot, request: pb.LookupRequest, metrics: Metrics,
     guard: ProbeGuard | None = None, identity: str = "",
-) -> tuple[pb.LookupResponse, list[tuple[int, list[Hit]]]]:
-    """The response, and the hits to audit: (index of the hash, its hits).
+) -> tuple[pb.LookupResponse, list[ItemResult]]:
+    """The response, and the results to audit: of the hashes that matched (id
+    ``lookup[INDEX]``), their hits unredacted.
 
     With ``guard`` (``identity`` has no ``reveal = "full"``), the hashes are
     also searched ``guard.band`` bits beyond the thresholds, the guard counts
     the probes among all the hits, and the answer's hits are redacted.
     """
     results = [pb.LookupResult(query=h) for h in request.hashes]
-    by_signal: dict[str, list[tuple[int, bytes, int | None]]] = {}
+    # Each valid hash is a result of its own, grouped by signal (one query per
+    # signal), matched as files are.
+    by_signal: dict[str, list[tuple[int, ItemResult]]] = {}
     for index, query in enumerate(request.hashes):
         try:
             signal = sig.get(query.signal)
-            value = signal.parse(query.value)
-            quality = _quality(query)
+            value = HashValue(signal.name, signal.parse(query.value), _quality(query))
         except ItemFault as fault:
             results[index].error.CopyFrom(pb.ItemError(code=fault.code, message=fault.message))
             metrics.errors.labels(fault.code).inc()
             continue
-        by_signal.setdefault(signal.name, []).append((index, value, quality))
-    audited: list[tuple[int, list[Hit]]] = []
-    near: list[Hit] = []
+        by_signal.setdefault(signal.name, []).append(
+            (index, ItemResult(id=f"lookup[{index}]", size=0, hashes=[value])))
+    queued = [pair for pairs in by_signal.values() for pair in pairs]
     extra = guard.band if guard is not None else 0
-    for name, queries in by_signal.items():
-        per_query = pipeline.lookup(
-            snapshot, name, [v for _, v, _ in queries], [q for _, _, q in queries], extra
-        )
-        radius = match_radius(name, snapshot.matching)
-        for (index, _, _), found in zip(queries, per_query, strict=True):
-            near.extend(h for h in found if h.distance > radius)
-            found = [h for h in found if h.distance <= radius]
-            if found:
-                audited.append((index, suppress_allowed(found)))
+    match_results([r for _, r in queued], snapshot, partial(pipeline.lookup, snapshot),
+                  [extra] * len(queued))
+    matched = [(index, r) for index, r in queued if r.matches]
     if guard is not None:
-        guard.observe(identity, [*near, *(hit for _, hits in audited for hit in hits)])
-    for index, found in audited:
-        shown = found if guard is None else redact(found)
+        guard.observe(identity, [*(hit for _, r in queued for hit in r.near),
+                                 *(hit for _, r in matched for hit in r.matches)])
+    for index, result in matched:
+        shown = result.matches if guard is None else redact(result.matches)
         results[index].matches.extend(convert.hits_to_pb(shown))
-        metrics.count_hits(found)
-    return pb.LookupResponse(results=results), audited
+        metrics.count_hits(result.matches)
+    return pb.LookupResponse(results=results), [r for _, r in matched]

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from appliance.index.snapshot import Hit
+from appliance.results import Hit
 
 # Seconds: from tens of microseconds (a digest of a small file) to tens of
 # seconds (a 100 MP decode on a busy machine).

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -27,67 +27,13 @@ from appliance.config import Config
 from appliance.decode import Bounds, Cost, Layout, Needs, estimate, probe
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.digests import digest_bytes
-from appliance.index.snapshot import Hit, Snapshot, match_radius
+from appliance.index.snapshot import Snapshot, match_radius
 from appliance.metrics import Metrics
 from appliance.pixels import PixelJob
+from appliance.results import HashValue, Hit, Item, ItemError, ItemResult, suppress_allowed
 from appliance.sandbox import Decoders, InlineDecoders, ProcessDecoders
-from appliance.signals import HashValue
 
 log = logging.getLogger("appliance.pipeline")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One file to process. ``digests`` holds values already computed while
-    the bytes streamed in (MatchStream), so they are not computed twice;
-    ``streamed`` files are held to ``max_stream_bytes``, others to
-    ``max_file_bytes``."""
-
-    id: str
-    content: bytes | memoryview
-    signals: tuple[str, ...] = ()
-    digests: Mapping[str, bytes] | None = None
-    streamed: bool = False
-    # False for Hash requests: hashes only, no match against the lists.
-    match: bool = True
-    # The request's deadline (time.monotonic), when it has one: a file whose
-    # deadline passes while it waits or decodes is stopped there.
-    deadline: float | None = None
-    # The file's structure, when the server already probed it to pick its lane
-    # (or the fault the probe found, so that it is not probed twice).
-    layout: Layout | ItemFault | None = None
-    # Also find the hits up to this many bits beyond each Hamming threshold,
-    # into ``ItemResult.near``: the probe guard counts them (protected answers).
-    probe_band: int = 0
-
-
-@dataclass(frozen=True)
-class ItemError:
-    code: str
-    message: str
-
-    @classmethod
-    def of(cls, fault: ItemFault) -> ItemError:
-        return cls(fault.code, fault.message)
-
-
-@dataclass
-class ItemResult:
-    id: str
-    size: int
-    hashes: list[HashValue] = field(default_factory=list)
-    # Requested signals that could not be made, with why.
-    skipped: dict[str, ItemError] = field(default_factory=dict)
-    # Set when the item could not be processed at all.
-    error: ItemError | None = None
-    matches: list[Hit] = field(default_factory=list)
-    # Hits beyond the threshold within the item's probe band: never reported.
-    near: list[Hit] = field(default_factory=list)
-
-    @property
-    def matched(self) -> bool:
-        """True when a block list matched and no allow list vouched for the file."""
-        return any(h.kind == "block" and not h.suppressed for h in self.matches)
 
 
 def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
@@ -100,14 +46,6 @@ def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
     for hit in sorted(hits, key=lambda h: (h.distance, h.variant != "")):
         best.setdefault((hit.signal, hit.list, hit.entry_id), hit)
     return sorted(best.values(), key=lambda h: (h.distance, h.signal, h.list, h.entry_id))
-
-
-def suppress_allowed(hits: list[Hit]) -> list[Hit]:
-    """An allow-list hit (e.g. NSRL: a known-benign file) marks the file's block
-    hits suppressed: they are still reported, but the file is not matched."""
-    if not any(h.kind == "allow" for h in hits):
-        return hits
-    return [replace(h, suppressed=True) if h.kind == "block" else h for h in hits]
 
 
 @dataclass
@@ -309,24 +247,8 @@ class Pipeline:
                 extra: int) -> list[list[Hit]]:
             return snapshot.match(signal, values, qualities, extra=extra)
 
-        find = lookup or own
         with self._stage("match"):
-            queries: dict[tuple[str, int], list[tuple[ItemResult, HashValue]]] = defaultdict(list)
-            for k, result in enumerate(results):
-                band = bands[k] if bands is not None else 0
-                for value in result.hashes:
-                    queries[(value.signal, band)].append((result, value))
-            for (signal, band), pairs in queries.items():
-                hits = find(signal, [v.value for _, v in pairs], [v.quality for _, v in pairs],
-                            band)
-                radius = match_radius(signal, snapshot.matching)
-                for (result, value), found in zip(pairs, hits, strict=True):
-                    for hit in found:
-                        hit = replace(hit, variant=value.variant)
-                        (result.near if hit.distance > radius else result.matches).append(hit)
-            for result in results:
-                result.matches = suppress_allowed(_best_per_entry(result.matches))
-                result.near = _best_per_entry(result.near)
+            match_results(results, snapshot, lookup or own, bands)
 
     def record(self, results: Sequence[ItemResult]) -> None:
         """Count a finished batch in the metrics."""
@@ -367,3 +289,32 @@ def matchable_items(items: Sequence[Item], results: Sequence[ItemResult]
                     ) -> list[tuple[Item, ItemResult]]:
     """(item, result) of the items that ask for matching and were processed."""
     return [(i, r) for i, r in zip(items, results, strict=True) if i.match and r.error is None]
+
+
+def match_results(
+    results: Sequence[ItemResult], snapshot: Snapshot, find: Lookup,
+    bands: Sequence[int] | None = None,
+) -> None:
+    """Fill ``matches`` and ``near`` of every result from its hashes: the one
+    match path of files (``Pipeline.match``) and of precomputed hashes (Lookup).
+
+    One ``find`` query per signal and band; ``bands[k]`` (default 0): result
+    k's hits up to that many bits beyond a Hamming threshold go to its
+    ``near``. Each result keeps one hit per entry (``_best_per_entry``), and an
+    allow-list hit suppresses its block hits.
+    """
+    queries: dict[tuple[str, int], list[tuple[ItemResult, HashValue]]] = defaultdict(list)
+    for k, result in enumerate(results):
+        band = bands[k] if bands is not None else 0
+        for value in result.hashes:
+            queries[(value.signal, band)].append((result, value))
+    for (signal, band), pairs in queries.items():
+        hits = find(signal, [v.value for _, v in pairs], [v.quality for _, v in pairs], band)
+        radius = match_radius(signal, snapshot.matching)
+        for (result, value), found in zip(pairs, hits, strict=True):
+            for hit in found:
+                hit = replace(hit, variant=value.variant)
+                (result.near if hit.distance > radius else result.matches).append(hit)
+    for result in results:
+        result.matches = suppress_allowed(_best_per_entry(result.matches))
+        result.near = _best_per_entry(result.near)

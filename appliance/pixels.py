@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from appliance.decode import Decoded, Layout, decode
 from appliance.hashers.pdq import DIHEDRAL_VARIANTS
 from appliance.hashers.registry import GROUPS, GroupHasher, PixelOptions, hash_pixels
-from appliance.signals import HashValue
+from appliance.results import HashValue
 
 PENDING_QUALITY = -1
 """The quality of a PDQ placeholder that a device stage fills in."""

@@ -40,8 +40,9 @@ from appliance.intake import Lanes, Work, run_work, size_of
 from appliance.loading import Catalog, Loaded
 from appliance.metrics import Metrics
 from appliance.metrics_http import MetricsServer, start_metrics_server
-from appliance.pipeline import ItemResult, Pipeline
+from appliance.pipeline import Pipeline
 from appliance.reloader import ListManager, describe
+from appliance.results import ItemResult
 from appliance.security import ProbeGuard, Security
 from appliance.security.tls import TlsFiles, metrics_context
 from appliance.servicer import IDENTITY, REQUEST_ID, App, ApplianceService
@@ -398,13 +399,13 @@ async def create_server(
     limits = config.limits
     # The largest message any configured limit allows, no more: a single-file
     # call cannot make the server receive a 256 MiB message when files are 64 MiB.
-    max_message = max(limits.max_file_bytes, limits.max_batch_bytes) + _MESSAGE_OVERHEAD
+    max_message = max(limits.max_file_bytes, limits.max_request_bytes) + _MESSAGE_OVERHEAD
     server = grpc.aio.server(
         # Reflection lists the services: for admin identities only.
         interceptors=[AdminOnly(security, _REFLECTION)],
         options=[
             ("grpc.max_receive_message_length", max_message),
-            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_send_message_length", limits.max_response_bytes),
             # One server per port: with SO_REUSEPORT (gRPC's default) a second
             # server would bind the same port and split the traffic.
             ("grpc.so_reuseport", 0),

@@ -45,16 +45,14 @@ from appliance.loading import Loaded
 from appliance.logs import log_event
 from appliance.lookup import lookup
 from appliance.metrics import Metrics
-from appliance.pipeline import Item, ItemResult, Pipeline
+from appliance.pipeline import Pipeline
 from appliance.reloader import ListManager
+from appliance.results import Item, ItemResult
 from appliance.security import ANONYMOUS, METHOD_SCOPE, Identity, Security, redact
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 
 log = logging.getLogger("appliance.server")
-
-# Precomputed hashes in one Lookup.
-MAX_LOOKUP_HASHES = 100_000
 
 # The id of the request being served: from the client's x-request-id metadata,
 # else a new one; it is in the audit log, the logs and the trailing metadata.
@@ -239,19 +237,26 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             items, loaded.snapshot if loaded is not None else None, match,
             context.time_remaining(), reservation,
         )
-        if app.audit is not None:
-            request_id = REQUEST_ID.get()
-            # Group commit: one fsync covers every record of this request (and
-            # of the requests beside it); answered only once it is durable.
-            await asyncio.wrap_future(app.audit.submit_many(
-                request_id, [(r.id, r.matches) for r in results if r.matches],
-                identity=identity.name))
+        await self._audit(results)
         if protected:
             app.security.guard.observe(identity.name,
                                        [hit for r in results for hit in (*r.matches, *r.near)])
             for result in results:
                 result.matches, result.near = redact(result.matches), []
         return results
+
+    async def _audit(self, results: Sequence[ItemResult]) -> None:
+        """Record the matches of ``results``; back once they are durable.
+
+        Group commit: the audit log's writer thread writes and fsyncs, once for
+        every record of this request (and of the requests beside it); the event
+        loop only queues the records and waits for the future.
+        """
+        audit = self.app.audit
+        if audit is not None:
+            await asyncio.wrap_future(audit.submit_many(
+                REQUEST_ID.get(), [(r.id, r.matches) for r in results if r.matches],
+                identity=IDENTITY.get().name))
 
     # -- RPCs ----------------------------------------------------------------
 
@@ -270,13 +275,13 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         limits = self.app.config.limits
         if not request.files:
             raise InvalidRequest("the batch has no files")
-        if len(request.files) > limits.max_batch_files:
-            raise Overloaded(
-                f"{len(request.files)} files exceeds max_batch_files={limits.max_batch_files}"
-            )
+        if len(request.files) > limits.max_request_files:
+            raise Overloaded(f"{len(request.files)} files exceeds "
+                             f"limits.max_request_files={limits.max_request_files}")
         total = sum(len(f.content) for f in request.files)
-        if total > limits.max_batch_bytes:
-            raise Overloaded(f"{total} bytes exceeds max_batch_bytes={limits.max_batch_bytes}")
+        if total > limits.max_request_bytes:
+            raise Overloaded(f"{total} bytes exceeds "
+                             f"limits.max_request_bytes={limits.max_request_bytes}")
         results = await self._process(self._items(request.files), match=True, context=context)
         return pb.BatchResponse(results=[convert.result_to_pb(r) for r in results])
 
@@ -301,8 +306,10 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         loaded = self._snapshot()
         if not request.hashes:
             raise InvalidRequest("the lookup has no hashes")
-        if len(request.hashes) > MAX_LOOKUP_HASHES:
-            raise Overloaded(f"{len(request.hashes)} hashes exceeds {MAX_LOOKUP_HASHES}")
+        max_hashes = self.app.config.limits.max_lookup_hashes
+        if len(request.hashes) > max_hashes:
+            raise Overloaded(f"{len(request.hashes)} hashes exceeds "
+                             f"limits.max_lookup_hashes={max_hashes}")
         app = self.app
         identity = IDENTITY.get()
         app.security.rates.check(identity, "lookups", len(request.hashes))
@@ -310,15 +317,11 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         guard = None if identity.reveal == "full" else app.security.guard
         # Parsing, matching and building the answer take a thread: a Lookup of
         # 100,000 hashes is long work, and the event loop serves every RPC.
-        response, audited = await loop.run_in_executor(
+        response, matched = await loop.run_in_executor(
             app.lookup_pool, lookup, app.pipeline, loaded.snapshot, request, app.metrics,
             guard, identity.name,
         )
-        if app.audit is not None and audited:
-            request_id = REQUEST_ID.get()
-            await asyncio.wrap_future(app.audit.submit_many(
-                request_id, [(f"lookup[{index}]", hits) for index, hits in audited],
-                identity=identity.name))
+        await self._audit(matched)
         return response
 
     @_rpc

@@ -80,21 +80,6 @@ COMPUTABLE_SIGNALS: tuple[str, ...] = tuple(
 DEFAULT_SIGNALS: tuple[str, ...] = ("md5", "sha1", "sha256", "pdq")
 
 
-@dataclass(frozen=True)
-class HashValue:
-    """One computed hash. ``variant`` is "" for the file as stored, else which
-    transform of it was hashed (a dihedral rotation/flip, or "exif")."""
-
-    signal: str
-    value: bytes
-    quality: int | None = None
-    variant: str = ""
-
-    @property
-    def hex(self) -> str:
-        return SIGNALS[self.signal].format(self.value)
-
-
 def get(name: str) -> Signal:
     """The signal called ``name`` (case-insensitive), or ItemFault(UNKNOWN_SIGNAL)."""
     signal = SIGNALS.get(name.strip().lower())

@@ -14,7 +14,7 @@ sample before anything is timed; GPU times are medians of 3 after a warm run):
   device-side, vs hashlib on one thread.
 - The digest sweep that sets ``gpu.digest_cpu_min_bytes``: per file size, a
   batch such as the batcher makes of files of that size (at most
-  ``limits.max_batch_files`` files and ``limits.max_batch_bytes``) digested
+  ``limits.max_request_files`` files and ``limits.max_request_bytes``) digested
   as GpuPipeline does it (pinned staging, upload, one kernel, digests back) vs
   hashlib on a pool of one thread per core, as the CPU stage does it. One GPU
   thread walks one file, so past some size the CPU threads win; the line
@@ -162,7 +162,7 @@ def exact_row(b: Bench) -> None:
     xp = b.xp
     md5 = b.rng.integers(0, 256, (b.n, 16), dtype=np.uint8)
     index = ExactIndex(md5, np.arange(b.n, dtype=np.int64))
-    keys = xp.asarray(np.array(index.to_arrays()["keys"]))
+    keys = xp.asarray(np.array(index.keys))
     lookups = md5[b.rng.integers(0, b.n, b.n_lookups)]
     words = xp.asarray(_words_of(lookups, 16, "queries"))
     _, count = exact.find(keys, words, xp)
@@ -212,8 +212,8 @@ def digest_sweep(b: Bench) -> None:
           f"cpu = hashlib on {threads} threads", flush=True)
     with ThreadPoolExecutor(threads) as pool:
         for size in sizes:
-            count = 4 if b.tiny else max(1, min(limits.max_batch_files,
-                                                limits.max_batch_bytes // size))
+            count = 4 if b.tiny else max(1, min(limits.max_request_files,
+                                                limits.max_request_bytes // size))
             blob = b.rng.integers(0, 256, count * size, dtype=np.uint8)
             lengths = np.full(count, size, dtype=np.int64)
             offsets = np.arange(count, dtype=np.int64) * size

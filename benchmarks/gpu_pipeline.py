@@ -69,7 +69,8 @@ def main() -> int:
     from appliance.backend import make_pipeline, select_backend
     from appliance.config import Config
     from appliance.metrics import Metrics
-    from appliance.pipeline import Item, Pipeline
+    from appliance.pipeline import Pipeline
+    from appliance.results import Item
 
     backend = select_backend("gpu-sim" if args.tiny else "gpu")
     files, (width, height) = (4, (40, 30)) if args.tiny else (args.files, (1024, 768))

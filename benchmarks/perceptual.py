@@ -9,7 +9,7 @@ On synthetic JPEG photographs of about 0.3, 2 and 12 MP, in images/s (medians):
   Pillow's full decode + ``convert("RGB")`` + ``pdqhash.compute``;
 - PDQ from bytes, fast mode (JPEG decoded at a reduced DCT scale), against the
   same peer, with its drift from the exact hash on these files;
-- the imagehash family (aHash, pHash, dHash, wHash): ``family_many`` vs
+- the imagehash family (aHash, pHash, dHash, wHash): ``family_hashes`` vs
   ``imagehash``'s four functions called one after the other;
 
 each on one thread and on a pool of all cores. Every result is checked against
@@ -34,7 +34,7 @@ from PIL import Image
 
 from appliance.config import HashingConfig
 from appliance.decode import decode_file as decode
-from appliance.hashers.imagehash_family import FAMILY, family_many
+from appliance.hashers.imagehash_family import FAMILY, family_hashes
 from appliance.hashers.pdq import pdq_from_rgb
 from benchmarks.cpu_hashing import Row, median_seconds, natural_jpeg, print_table
 
@@ -91,7 +91,7 @@ def bench_size(label: str, files: list[bytes], repeat: int, threads: int) -> lis
         draft = Image.open(io.BytesIO(data))
         draft.draft(None, (FAST_MIN_SIDE, FAST_MIN_SIDE))
         assert ours_fast_pdq_bytes(data) == pdq_from_rgb(np.asarray(draft.convert("RGB")))[0]
-    assert family_many(images, FAMILY) == [peer_family(im) for im in images]
+    assert [family_hashes(im, FAMILY) for im in images] == [peer_family(im) for im in images]
     drift = [
         bin(int.from_bytes(ours_fast_pdq_bytes(f), "big")
             ^ int.from_bytes(ours_pdq_bytes(f), "big")).count("1")
@@ -99,7 +99,7 @@ def bench_size(label: str, files: list[bytes], repeat: int, threads: int) -> lis
     ]
     print(f"{label}: fast-mode drift from exact on these {len(files)} files: "
           f"median {statistics.median(drift)}, max {max(drift)} bits")
-    family_one = lambda im: family_many([im], FAMILY)[0]  # noqa: E731
+    family_one = lambda im: family_hashes(im, FAMILY)  # noqa: E731
     rows = []
     with ThreadPoolExecutor(threads) as pool:
         for pool_or_none, how in ((None, "1 thread"), (pool, f"{threads} threads")):

@@ -29,7 +29,7 @@ import numpy as np
 from appliance.index.compiled import Categories, Strings, open_compiled, write_compiled
 from appliance.index.exact import ExactIndex
 from appliance.index.mih import MultiIndexHamming
-from appliance.index.snapshot import ListIndex, _ExactMatcher, _HammingMatcher
+from appliance.index.snapshot import Index, ListIndex
 from appliance.lists.model import HashList
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
@@ -47,9 +47,9 @@ def build(n: int, path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     hash_list = HashList("baseline", "0" * 16, Strings(blob, offsets),
                          Categories(np.zeros(n, np.uint32), ["A1"]), {})
     start = time.perf_counter()
-    matchers: dict[str, _HammingMatcher | _ExactMatcher] = {
-        "pdq": _HammingMatcher(pdq, rows, MultiIndexHamming(pdq, rows)),
-        "md5": _ExactMatcher(md5, rows, ExactIndex(md5, rows)),
+    matchers: dict[str, Index] = {
+        "pdq": MultiIndexHamming(pdq, rows),
+        "md5": ExactIndex(md5, rows),
     }
     index = ListIndex(hash_list, "block", matchers=matchers, counts={"pdq": n, "md5": n})
     write_compiled(path, [index], {"baseline": "synthetic"})

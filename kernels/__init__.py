@@ -1,7 +1,10 @@
 """CUDA kernels (numba.cuda) with their CPU twins.
 
-Importable without a GPU and without numba.cuda: each kernel module builds its
-kernels lazily in a cached factory. The CPU backend does not use this package.
+Importable without a GPU and without numba.cuda: each wrapper imports its
+kernels' ``_*_cuda`` module on first use, through the cached factory of
+``_launch.lazy_kernel``. The CPU backend uses one NumPy-only module of this
+package, ``pdq_dct`` (the DCT matrix its PDQ hasher shares with the kernels),
+and never a kernel.
 
 Every ``@cuda.jit`` kernel has ``cache=True`` (numba's on-disk cache: only the
 first start on a machine compiles; a kernel that cannot be cached says why in

@@ -14,15 +14,41 @@
   and that stream is not ordered after a non-blocking one.
 
 Under the simulator (``xp`` is NumPy) everything is synchronous already.
-Importing this module imports no CUDA library.
+Importing this module imports no CUDA library; ``lazy_kernel`` gives each
+wrapper the cached factory that imports its kernels on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+
+def lazy_kernel(module: str, name: str | None = None, **same: Any) -> Callable[[], Any]:
+    """The cached factory of a wrapper's kernel: ``module``'s ``name`` (the
+    module itself when None), imported on the factory's first call.
+
+    The kernels live in their own ``_*_cuda`` module, imported only then:
+    numba.cuda must be a global of the kernel's module for the simulator
+    (``NUMBA_ENABLE_CUDASIM=1``) to stand in for it, and importing a wrapper
+    must load no CUDA library. ``same``: constants the wrapper and the kernel's
+    module must agree on (RuntimeError when one differs).
+    """
+
+    @cache
+    def kernel() -> Any:
+        mod = importlib.import_module(module)
+        for constant, value in same.items():
+            if getattr(mod, constant) != value:
+                raise RuntimeError(f"{module}.{constant} differs from its wrapper's ({value})")
+        return mod if name is None else getattr(mod, name)
+
+    return kernel
 
 
 def device_array(xp: Any, a: Any, dtype: Any) -> Any:

@@ -17,20 +17,13 @@ together. Built on first use by a cached factory; runs under
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
-from kernels._launch import after_launch, before_launch, device_array
+from kernels._launch import after_launch, before_launch, device_array, lazy_kernel
 
 THREADS = 128  # threads per block; each keeps ~1.3 KiB of message schedule locally
 
-
-@cache
-def _kernel() -> Any:
-    # numba.cuda must be a global of the kernel's module for the simulator.
-    from kernels import _digests_cuda
-
-    return _digests_cuda.digest
+_kernel = lazy_kernel("kernels._digests_cuda", "digest")
 
 
 def digest_batch(

@@ -19,28 +19,18 @@ it on the CPU, which is how CI tests it).
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels._launch import after_launch, before_launch, device_array, to_host
+from kernels._launch import after_launch, before_launch, device_array, lazy_kernel, to_host
 
 TILE_Q = 32  # queries per block, kept in shared memory (32 x 4 words = 1 KiB)
 THREADS = 256
 WORDS = 4  # a 256-bit hash
 
-
-@cache
-def _kernel() -> Any:
-    # The kernel lives in its own module, imported here on first use: numba.cuda
-    # must be a global of the kernel's module for the simulator to stand in for it.
-    from kernels import _hamming_cuda
-
-    if (_hamming_cuda.TILE_Q, _hamming_cuda.WORDS) != (TILE_Q, WORDS):
-        raise RuntimeError("kernels._hamming_cuda's TILE_Q/WORDS differ from kernels.hamming's")
-    return _hamming_cuda.radius_search
+_kernel = lazy_kernel("kernels._hamming_cuda", "radius_search", TILE_Q=TILE_Q, WORDS=WORDS)
 
 
 def launch(

@@ -24,13 +24,12 @@ by a cached factory; runs under ``NUMBA_ENABLE_CUDASIM=1`` on the CPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from kernels._launch import after_launch, before_launch, to_host
+from kernels._launch import after_launch, before_launch, lazy_kernel, to_host
 from kernels.pdq_dct import dct_matrix
 
 HASH_BYTES = 32
@@ -40,13 +39,7 @@ THREADS_FILTER = 128
 THREADS_FINISH = 256  # finish's shared partial sums assume exactly 256
 MAX_LUMA_BLOCKS = 4096
 
-
-@cache
-def _kernel() -> Any:
-    # numba.cuda must be a global of the kernels' module for the simulator.
-    from kernels import _pdq_cuda
-
-    return _pdq_cuda
+_kernel = lazy_kernel("kernels._pdq_cuda")  # the module: four kernels
 
 
 def pdq_batch(

@@ -16,7 +16,7 @@ import pytest
 
 from appliance.audit import AuditBacklogFull, AuditLog
 from appliance.errors import Overloaded
-from appliance.index.snapshot import Hit
+from appliance.results import Hit
 
 WAIT = 10.0  # a bound on waits for the writer thread, never a timing assumption
 

@@ -22,7 +22,7 @@ import pytest
 from appliance import audit_chain, demo
 from appliance.audit import GENESIS, AuditHeadInvalid, AuditLog
 from appliance.audit_chain import run_verify, verify
-from appliance.index.snapshot import Hit
+from appliance.results import Hit
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 from tests.helpers import start_server_process

@@ -1,13 +1,24 @@
-"""Configuration: defaults, file, environment and flags, in that order; validation."""
+"""Configuration: defaults, file, environment and flags, in that order; validation;
+the flags derived from the settings; the renamed keys."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import re
+import tomllib
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from appliance import cli
 from appliance import config as cfg
+from appliance.cli_parser import flagged, setting_overrides
 from appliance.errors import ConfigError
+from appliance.settings import Setting, settings
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -127,3 +138,198 @@ def test_bad_batching_gpu_and_log_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         cfg.load(overrides={section: {key: value}})
+
+
+# Every flag that sets a configuration key, as spelt before the flags were
+# derived from the fields' metadata: other programs and checks use them.
+SERVE_FLAGS = {
+    "--host": "server.host", "--port": "server.port", "--metrics-port": "server.metrics_port",
+    "--backend": "server.backend", "--workers": "server.workers",
+    "--audit-log": "server.audit_log", "--log-format": "server.log_format",
+    "--log-requests": "server.log_requests", "--grace-seconds": "server.grace_seconds",
+    "--tls-cert": "security.tls_cert", "--tls-key": "security.tls_key",
+    "--tls-client-ca": "security.tls_client_ca", "--identities": "security.identities_file",
+    "--allow-insecure": "security.allow_insecure", "--metrics-tls": "security.metrics_tls",
+    "--max-batch-items": "batching.max_batch_items",
+    "--max-batch-bytes": "batching.max_batch_bytes",
+    "--max-delay-ms": "batching.max_delay_ms", "--max-queue-items": "batching.max_queue_items",
+    "--max-queue-bytes": "batching.max_queue_bytes",
+    "--max-queue-wait-ms": "batching.max_queue_wait_ms",
+    "--max-inflight-bytes": "batching.max_inflight_bytes",
+    "--max-concurrent-batches": "batching.max_concurrent_batches",
+    "--pdq-mode": "hashing.pdq_mode", "--exif-orientation": "hashing.exif_orientation",
+    "--decode-isolation": "limits.decode_isolation",
+    "--pdq-threshold": "matching.pdq_threshold",
+    "--pdq-quality-min": "matching.pdq_quality_min", "--dihedral": "matching.pdq_dihedral",
+}
+
+
+def _other_value(s: Setting) -> Any:
+    """A valid value of the setting that is not its default."""
+    if s.type is bool:
+        return not s.default
+    if s.choices is not None:
+        return next(c for c in s.choices if c != s.default)
+    if s.type is int:
+        return s.default + 1
+    if s.type is float:
+        return s.default + 1.5
+    return f"/etc/appliance/{s.name}"
+
+
+def _argv(s: Setting, value: Any) -> list[str]:
+    assert s.flag is not None
+    return [s.flag] if s.type is bool else [s.flag, str(value)]
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    [sub] = [a for a in cli.build_parser()._actions
+             if isinstance(a, argparse._SubParsersAction)]
+    parser: argparse.ArgumentParser = sub.choices["serve"]
+    return parser
+
+
+def test_the_flags_are_the_settings_with_a_flag_and_keep_their_spelling() -> None:
+    assert {s.flag: s.key for s in flagged()} == SERVE_FLAGS
+    given = {o for a in _serve_parser()._actions for o in a.option_strings
+             if o.startswith("--")}
+    assert given - {"--help", "--config", "--lists"} == set(SERVE_FLAGS)
+
+
+@pytest.mark.parametrize("setting", flagged(), ids=lambda s: s.key)
+def test_every_flag_sets_its_key(setting: Setting) -> None:
+    value = _other_value(setting)
+    args = cli.build_parser().parse_args(["serve", *_argv(setting, value)])
+    assert setting_overrides(args) == {setting.section: {setting.name: value}}
+
+
+def test_all_flags_at_once_reach_the_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("APPLIANCE_")]:
+        monkeypatch.delenv(name)
+    values = {s.key: _other_value(s) for s in flagged()}
+    argv = [word for s in flagged() for word in _argv(s, values[s.key])]
+    config = cli._config(cli.build_parser().parse_args(["serve", *argv]))
+    for s in flagged():
+        assert getattr(getattr(config, s.section), s.name) == values[s.key], s.key
+    # Unset flags leave the defaults (and the file's and environment's values).
+    assert cli._config(cli.build_parser().parse_args(["serve"])) == cfg.load()
+
+
+@pytest.mark.parametrize(
+    ("argv", "key", "value"),
+    [
+        (["hash", "--dihedral", "f"], "matching.pdq_dihedral", True),
+        (["hash", "--backend", "gpu-sim", "f"], "server.backend", "gpu-sim"),
+        (["match", "--pdq-threshold", "12", "f"], "matching.pdq_threshold", 12),
+        (["scan", "--workers", "3", "d"], "server.workers", 3),
+        (["scan", "--decode-isolation", "inline", "d"], "limits.decode_isolation", "inline"),
+    ],
+)
+def test_the_other_commands_flags_set_the_same_keys(argv: list[str], key: str,
+                                                    value: object) -> None:
+    section, _, name = key.partition(".")
+    assert setting_overrides(cli.build_parser().parse_args(argv)) == {section: {name: value}}
+
+
+def test_help_shows_the_defaults_of_the_fields() -> None:
+    help_text = _serve_parser().format_help()
+    assert "(default 64 MiB)" in help_text and "(default 1 GiB)" in help_text
+    assert "{default}" not in help_text
+    assert "(default 500;" in str(settings()["batching.max_queue_wait_ms"].help_text())
+
+
+def _deprecations(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "appliance.config" and "deprecated" in r.getMessage()]
+
+
+def test_the_old_request_limit_keys_are_read_with_one_warning_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="appliance.config")
+    path = tmp_path / "old.toml"
+    path.write_text("[limits]\nmax_batch_files = 8\nmax_batch_bytes = 4096\n")
+    c = cfg.load(str(path), env={"APPLIANCE_LIMITS_MAX_BATCH_FILES": "9"})
+    assert (c.limits.max_request_files, c.limits.max_request_bytes) == (9, 4096)
+    assert c.batching.max_batch_bytes == cfg.BatchingConfig().max_batch_bytes  # not the batcher's
+    warned = _deprecations(caplog)
+    assert len(warned) == 2  # one per old key, though max_batch_files was given twice
+    [files] = [m for m in warned if "limits.max_batch_files" in m]
+    assert "limits.max_request_files" in files and str(path) in files
+    assert "APPLIANCE_LIMITS_MAX_BATCH_FILES" in files
+    new = tmp_path / "new.toml"
+    new.write_text("[limits]\nmax_request_files = 8\nmax_request_bytes = 4096\n")
+    assert cfg.load(str(new)) == replace(cfg.load(str(path)), limits=replace(
+        c.limits, max_request_files=8))
+
+
+def test_the_old_keys_from_the_environment_alone(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="appliance.config")
+    c = cfg.load(env={"APPLIANCE_LIMITS_MAX_BATCH_BYTES": "2048"})
+    assert c.limits.max_request_bytes == 2048
+    assert c == cfg.load(env={"APPLIANCE_LIMITS_MAX_REQUEST_BYTES": "2048"})
+    assert len(_deprecations(caplog)) == 1
+    caplog.clear()
+    cfg.load(env={"APPLIANCE_LIMITS_MAX_REQUEST_BYTES": "2048"})
+    assert _deprecations(caplog) == []
+
+
+def test_an_old_and_a_new_key_in_one_table_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "both.toml"
+    path.write_text("[limits]\nmax_batch_files = 8\nmax_request_files = 9\n")
+    with pytest.raises(ConfigError, match=r"give only limits\.max_request_files"):
+        cfg.load(str(path))
+
+
+def test_lookup_and_message_limits_are_settings(tmp_path: Path) -> None:
+    defaults = cfg.load().limits
+    assert (defaults.max_lookup_hashes, defaults.max_response_bytes) == (100_000, 64 << 20)
+    path = tmp_path / "l.toml"
+    path.write_text("[limits]\nmax_lookup_hashes = 10\n")
+    c = cfg.load(str(path), env={"APPLIANCE_LIMITS_MAX_RESPONSE_BYTES": "4096"})
+    assert (c.limits.max_lookup_hashes, c.limits.max_response_bytes) == (10, 4096)
+    for key in ("max_lookup_hashes", "max_response_bytes", "max_request_files"):
+        with pytest.raises(ConfigError, match=f"limits.{key} must be positive"):
+            cfg.load(overrides={"limits": {key: 0}})
+
+
+def test_the_server_enforces_the_lookup_and_response_limits() -> None:
+    import grpc
+
+    from appliance.v1 import appliance_pb2 as pb
+    from appliance.v1 import appliance_pb2_grpc as pb_grpc
+    from tests.helpers import ServerThread, make_config
+
+    srv = ServerThread(make_config(max_lookup_hashes=2, max_response_bytes=1024))
+    try:
+        srv.wait_ready()
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = pb_grpc.ApplianceStub(channel)
+            md5 = pb.Hash(signal="md5", value="0" * 32)
+            assert len(stub.Lookup(pb.LookupRequest(hashes=[md5, md5])).results) == 2
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Lookup(pb.LookupRequest(hashes=[md5] * 3))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limits.max_lookup_hashes=2" in str(info.value.details())
+            one = pb.FileRequest(id="a", content=b"x")
+            assert len(stub.MatchBatch(pb.BatchRequest(files=[one])).results) == 1
+            with pytest.raises(grpc.RpcError) as info:  # an answer over 1024 bytes
+                stub.MatchBatch(pb.BatchRequest(files=[one] * 20))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        srv.stop()
+
+
+def test_the_readmes_configuration_is_every_setting_at_its_default(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    [sample] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[server]" in b]
+    documented = {f"{section}.{key}" for section, table in tomllib.loads(sample).items()
+                  if section != "lists" for key in table}
+    assert documented == set(settings())
+    path = tmp_path / "readme.toml"
+    path.write_text(sample)
+    caplog.set_level(logging.WARNING, logger="appliance.config")
+    assert replace(cfg.load(str(path)), lists=()) == cfg.load()
+    assert _deprecations(caplog) == []

@@ -101,3 +101,17 @@ def test_pixel_limit_is_the_configured_one() -> None:
     data = encode(Image.new("RGB", (1000, 1000), (1, 2, 3)), "PNG")
     assert _code(data, max_pixels=999_999) == ItemCode.DECOMPRESSION_BOMB
     assert decode_rgb(data, max_pixels=1_000_000).shape == (1000, 1000, 3)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF", "TIFF"])
+def test_pillow_s_own_pixel_limit_is_lifted_per_decode_only(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ours is the limit (the probe's); Pillow's global one, here far below this
+    # image (it would refuse it), is lifted while we decode and left as it was.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    data = encode(Image.new("RGB", (300, 200), (1, 2, 3)), fmt)
+    assert decode_rgb(data, max_pixels=60_000).shape == (200, 300, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(io.BytesIO(data))

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from appliance.hashers.digests import Digester, digest_bytes, digest_many
+from appliance.hashers.digests import Digester, digest_bytes
 
 # RFC 1321, appendix A.5.
 MD5_VECTORS = {
@@ -84,23 +84,12 @@ def test_only_requested_digests() -> None:
     assert set(digest_bytes(b"x", ["sha1", "pdq"])) == {"sha1"}
 
 
-def test_digest_many_on_a_pool_keeps_order() -> None:
+def test_digest_bytes_on_a_pool_keeps_order() -> None:
+    # As the pipeline runs it: one digest_bytes per file (hash_item) on a pool.
     rng = np.random.default_rng(3)
     items = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
              for n in rng.integers(0, 100_000, 50)]
     with ThreadPoolExecutor(4) as pool:
-        got = digest_many(items, ["md5", "sha256"], pool)
+        got = list(pool.map(lambda d: digest_bytes(d, ["md5", "sha256"]), items))
     assert [g["md5"] for g in got] == [hashlib.md5(d).digest() for d in items]
     assert [g["sha256"] for g in got] == [hashlib.sha256(d).digest() for d in items]
-
-
-def test_digest_many_groups_small_files_into_tasks() -> None:
-    rng = np.random.default_rng(5)
-    items = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes()
-             for n in rng.integers(0, 3000, 333)]
-    expected = [hashlib.sha1(d).digest() for d in items]
-    with ThreadPoolExecutor(3) as pool:
-        for task_bytes in (1, 1000, 10_000, 1 << 30):
-            got = digest_many(items, ["sha1"], pool, task_bytes=task_bytes)
-            assert [g["sha1"] for g in got] == expected, task_bytes
-        assert digest_many([], ["sha1"], pool) == []

@@ -29,7 +29,8 @@ from appliance.gpu.pipeline import GpuPipeline
 from appliance.index.hamming import pack
 from appliance.index.snapshot import Snapshot
 from appliance.lists import parse_csv
-from appliance.pipeline import Item, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.results import Item
 from kernels import digests, exact, hamming, pdq
 from tests import cupy_standin
 from tests.cupy_standin import DeviceArray, FakeKernel, FakeStream, StandIn, UnsynchronisedRead

@@ -138,7 +138,8 @@ def test_a_stream_that_lasts_too_long_is_ended(serve) -> None:
 
 
 def test_messages_larger_than_any_limit_allows_are_not_received(serve) -> None:
-    srv = serve(_config(max_file_bytes=1 << 20, max_batch_bytes=1 << 20))
+    srv = serve(_config(max_file_bytes=1 << 20, max_request_bytes=1 << 20,
+                        max_batch_bytes=1 << 20))
     with grpc.insecure_channel(srv.address, options=[
             ("grpc.max_send_message_length", 64 << 20)]) as channel:
         stub = pb_grpc.ApplianceStub(channel)
@@ -273,7 +274,7 @@ def test_overload_is_shed_not_reported_as_unhealthy(serve) -> None:
 def test_default_limits_hold_bytes_and_messages() -> None:
     config = Config()
     assert config.batching.max_inflight_bytes >= config.limits.max_stream_bytes
-    assert config.limits.max_batch_bytes == config.limits.max_file_bytes
+    assert config.limits.max_request_bytes == config.limits.max_file_bytes
     assert BatchingConfig().max_inflight_bytes > 0
 
 

@@ -19,7 +19,8 @@ import pytest
 
 from appliance.config import Config, LimitsConfig
 from appliance.errors import ItemCode
-from appliance.pipeline import Item, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.results import Item
 from tests import hostile
 from tests.helpers import encode, synthetic_image
 
@@ -125,7 +126,8 @@ _WATCH = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from concurrent.futures import ThreadPoolExecutor
     from appliance.config import Config, LimitsConfig
-    from appliance.pipeline import Item, Pipeline
+    from appliance.pipeline import Pipeline
+    from appliance.results import Item
 
     files = {k: bytes.fromhex(v) for k, v in json.loads(sys.stdin.read()).items()}
     pipeline = Pipeline(Config(limits=LimitsConfig(decode_isolation=sys.argv[2])))

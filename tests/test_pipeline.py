@@ -13,7 +13,8 @@ from appliance.config import Config, LimitsConfig, MatchingConfig
 from appliance.errors import ItemCode
 from appliance.index.snapshot import Snapshot
 from appliance.lists.csv_format import parse_csv
-from appliance.pipeline import Item, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.results import Item
 from tests.helpers import encode, synthetic_image
 
 

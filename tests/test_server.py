@@ -37,7 +37,7 @@ def demo_set() -> demo.DemoSet:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
-    srv = ServerThread(make_config(max_file_bytes=MAX_FILE, max_batch_files=8,
+    srv = ServerThread(make_config(max_file_bytes=MAX_FILE, max_request_files=8,
                                    max_stream_bytes=3 * MAX_FILE))
     srv.wait_ready()
     yield srv
@@ -337,6 +337,30 @@ def test_audit_log_records_every_match(tmp_path: Path, demo_set: demo.DemoSet) -
         ("up-1", "demo", "demo-0002", "pdq")
     ]
     assert {"time", "request_id", "list_version", "distance"} <= set(records[0])
+
+
+def test_audit_log_records_lookup_matches_by_index(tmp_path: Path, demo_set: demo.DemoSet
+                                                   ) -> None:
+    log_path = tmp_path / "audit.jsonl"
+    config = make_config()
+    config = replace(config, server=replace(config.server, audit_log=str(log_path)))
+    data = demo_set.files["listed-by-digest-and-pdq.png"]
+    pdq_hex, _ = _reference_pdq(data)
+    srv = ServerThread(config)
+    srv.wait_ready()
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            pb_grpc.ApplianceStub(channel).Lookup(pb.LookupRequest(hashes=[
+                pb.Hash(signal="pdq", value=pdq_hex), pb.Hash(signal="md5", value="abc"),
+                pb.Hash(signal="sha1", value="0" * 40),
+                pb.Hash(signal="md5", value=hashlib.md5(data).hexdigest()),
+            ]))
+    finally:
+        srv.stop()
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(r["item_id"], r["entry_id"], r["signal"]) for r in records] == [
+        ("lookup[0]", "demo-0001", "pdq"), ("lookup[3]", "demo-0001", "md5")
+    ]
 
 
 def test_photodna_lookup_exact_and_euclidean(tmp_path: Path) -> None:

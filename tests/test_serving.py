@@ -208,7 +208,8 @@ def test_files_whose_deadline_passed_before_their_batch_ran_are_skipped() -> Non
     from concurrent.futures import ThreadPoolExecutor
 
     from appliance.intake import Work, run_work
-    from appliance.pipeline import Item, Pipeline
+    from appliance.pipeline import Pipeline
+    from appliance.results import Item
 
     clock = FakeClock(start=50.0)
     work = [Work(Item("late", b"abc", ("md5",)), None, deadline=49.0),

@@ -15,7 +15,8 @@ from appliance.config import Config, HashingConfig, MatchingConfig
 from appliance.hashers.pdq import pdq_from_rgb
 from appliance.index.snapshot import Snapshot
 from appliance.lists.csv_format import parse_csv
-from appliance.pipeline import Item, ItemResult, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.results import Item, ItemResult
 from tests.helpers import encode, scene_image, synthetic_image
 
 TRANSPOSES = {

@@ -13,8 +13,11 @@ the probe is the memory of what is really decoded.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
@@ -25,9 +28,6 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from appliance.decode.layout import Layout
 from appliance.errors import ItemCode, ItemFault
 
-# Pixel limits are ours (probe), checked before any pixel is decoded; Pillow's
-# own global check would warn, or refuse at another limit.
-Image.MAX_IMAGE_PIXELS = None
 # Compressed PNG text chunks are inflated at open, up to 64 MB by default;
 # nothing here reads them.
 PngImagePlugin.MAX_TEXT_MEMORY = 4 << 20
@@ -36,6 +36,43 @@ _EXIF_ORIENTATION = 0x0112
 # Rows converted to RGB at a time: a full-size converted copy would cost 4
 # bytes a pixel more at the peak (the estimate in probe.py assumes strips).
 _STRIP_BYTES = 4 << 20
+
+
+class _OwnPixelLimits:
+    """Pillow's decompression-bomb check lifted while a decode of ours runs.
+
+    Pixel limits are ours (probe), checked before any pixel is decoded;
+    Pillow's own check (``Image.MAX_IMAGE_PIXELS``, read by ``Image.open`` and
+    some plugins' loads) would warn, or refuse at another limit. Pillow reads
+    that module global at each check and has no per-call limit, so it is set
+    to None while at least one decode is in a ``with`` block and put back as it
+    was when the last one leaves: a count under a lock, so that decodes on
+    several threads (``limits.decode_isolation = "inline"``) never restore it
+    under one another. Pillow used elsewhere in the process keeps its limit
+    outside our decodes (importing this module changes nothing).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved: int | None = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._inside == 0:
+                self._saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0:
+                    Image.MAX_IMAGE_PIXELS = self._saved
+
+
+_own_pixel_limits = _OwnPixelLimits()
 
 
 class _Reader(io.RawIOBase):
@@ -82,7 +119,8 @@ def open_image(data: bytes | memoryview, layout: Layout,
                deadline: float | None = None) -> Image.Image:
     """Parse the header with the one plugin of ``layout.format``; no pixel is decoded yet."""
     try:
-        image = Image.open(cast(IO[bytes], _Reader(data, deadline)), formats=[layout.format])
+        with _own_pixel_limits():
+            image = Image.open(cast(IO[bytes], _Reader(data, deadline)), formats=[layout.format])
     except ItemFault:
         raise
     except UnidentifiedImageError as exc:
@@ -117,7 +155,8 @@ class Decoded:
         """(H, W, 3) uint8, C-contiguous."""
         if self._rgb is None:
             try:
-                self._rgb = _to_rgb(self.image)
+                with _own_pixel_limits():  # a strip of a very wide image is one wide crop
+                    self._rgb = _to_rgb(self.image)
             except MemoryError as exc:
                 raise ItemFault(ItemCode.DECOMPRESSION_BOMB,
                                 "the RGB pixels need more memory than decoding is given") from exc
@@ -176,7 +215,8 @@ def decode(data: bytes | memoryview, layout: Layout, fast_min_side: int | None =
         image.draft(None, (min(width, fast_min_side), min(height, fast_min_side)))
         scale = max(1, round(width / image.size[0]))
     try:
-        image.load()
+        with _own_pixel_limits():
+            image.load()
     except ItemFault:
         raise
     except MemoryError as exc:

@@ -5,14 +5,20 @@ arrays its kernel searches are uploaded once, when the snapshot is built (in
 the list loader's thread, before the swap), and a reload re-uploads only the
 lists that changed: an unchanged ``ListIndex`` object keeps its device copy.
 
-- exact signals (digests): the sorted key words of the host ``ExactIndex``;
-  ``kernels.exact`` finds each query's run of keys, and the host index turns
-  runs into entry rows (hits are few; the rows stay in host memory);
-- Hamming signals: the host ``MultiIndexHamming``'s packed words, padded with
-  zero words to the kernel's four (a zero word adds no distance), searched by
-  the tiled brute force of ``kernels.hamming``; hit positions map to rows on
-  the host;
-- Euclidean signals (PhotoDNA, looked up, never computed) stay on the host.
+Each index kind has its device searcher in ``SEARCHERS``, keyed as the host
+index classes of ``snapshot.INDEXES`` are; it uploads what its kernel reads
+from the host index, through the index's own accessors:
+
+- exact signals (digests), ``ExactSearcher``: the sorted key words of the
+  host ``ExactIndex``; ``kernels.exact`` finds each query's run of keys, and
+  the host index turns runs into entry rows (hits are few; the rows stay in
+  host memory);
+- Hamming signals, ``HammingSearcher``: the host ``MultiIndexHamming``'s
+  packed words, padded with zero words to the kernel's four (a zero word adds
+  no distance), searched by the tiled brute force of ``kernels.hamming``; hit
+  positions map to rows on the host;
+- a kind without a searcher (Euclidean: PhotoDNA, looked up, never computed)
+  is searched by its host index.
 
 Search goes through ``Snapshot.match`` with a finder, so hits, their order,
 the quality gate and the radius are the CPU path's by construction.
@@ -20,8 +26,9 @@ the quality gate and the radius are the CPU path's by construction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,8 +37,9 @@ from appliance.gpu.device import Device
 from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found, group_hits
 from appliance.index.mih import MultiIndexHamming
-from appliance.index.snapshot import Hit, ListIndex, Snapshot
-from appliance.signals import SIGNALS
+from appliance.index.snapshot import ListIndex, Snapshot
+from appliance.results import Hit
+from appliance.signals import SIGNALS, MatchKind
 from kernels import exact as exact_kernel
 from kernels import hamming as hamming_kernel
 
@@ -49,26 +57,74 @@ def _pad_words(words: NDArray[np.uint64]) -> NDArray[np.uint64]:
     return out
 
 
+class DeviceSearcher(Protocol):
+    """One index's arrays on a device, searched there under its host index's
+    contract (``Index.search``); ``nbytes``: the device bytes they hold."""
+
+    nbytes: int
+
+    def search(self, queries: NDArray[np.uint8], radius: int) -> list[Found]: ...
+
+
+class ExactSearcher:
+    """An ``ExactIndex``'s sorted keys on ``device``, searched by ``kernels.exact``."""
+
+    def __init__(self, host: ExactIndex, device: Device) -> None:
+        self._host, self._device = host, device
+        keys = np.asarray(host.keys)
+        self._keys = device.upload(keys)
+        self.nbytes = int(keys.nbytes)
+
+    def search(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        dev, host = self._device, self._host
+        words = dev.upload(host.query_words(queries))
+        first, count = exact_kernel.find(self._keys, words, dev.xp, stream=dev.kernel_stream)
+        rows = host.rows_of(dev.to_host(first), dev.to_host(count))
+        return [(r, np.zeros(len(r), dtype=np.int32)) for r in rows]
+
+
+class HammingSearcher:
+    """A ``MultiIndexHamming``'s words on ``device`` (padded to the kernel's
+    four), searched by the tiled brute force of ``kernels.hamming``."""
+
+    def __init__(self, host: MultiIndexHamming, device: Device) -> None:
+        self._host, self._device = host, device
+        entries = _pad_words(np.asarray(host.words))
+        self._entries = device.upload(entries)
+        self.nbytes = int(entries.nbytes)
+
+    def search(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        dev, host = self._device, self._host
+        words = dev.upload(_pad_words(host.query_words(queries, radius)))
+        qi, pos, dist = hamming_kernel.search(
+            self._entries, words, radius, dev.xp, stream=dev.kernel_stream
+        )
+        return group_hits(qi.astype(np.intp), host.rows_at(pos), dist, len(queries))
+
+
+# The device searcher of each index kind, beside snapshot.INDEXES (its host
+# index class); a kind absent here is searched on the host.
+SEARCHERS: dict[MatchKind, Callable[[Any, Device], DeviceSearcher]] = {
+    "exact": ExactSearcher,
+    "hamming": HammingSearcher,
+}
+
+
 @dataclass
 class _DeviceList:
-    """One list's device arrays, by signal (exact keys or padded Hamming words)."""
+    """One list's device searchers, by signal."""
 
-    arrays: dict[str, Any] = field(default_factory=dict)
+    searchers: dict[str, DeviceSearcher] = field(default_factory=dict)
     nbytes: int = 0
 
 
 def _upload_list(index: ListIndex, device: Device) -> _DeviceList:
     out = _DeviceList()
-    for signal, matcher in index.matchers.items():
-        kind = SIGNALS[signal].match
-        if kind == "exact":
-            host = np.asarray(matcher.to_arrays()["keys"])
-        elif kind == "hamming":
-            host = _pad_words(np.asarray(matcher.to_arrays()["words"]))
-        else:
-            continue
-        out.arrays[signal] = device.upload(host)
-        out.nbytes += int(host.nbytes)
+    for signal, host in index.matchers.items():
+        upload = SEARCHERS.get(SIGNALS[signal].match)
+        if upload is not None:
+            out.searchers[signal] = searcher = upload(host, device)
+            out.nbytes += searcher.nbytes
     return out
 
 
@@ -106,28 +162,7 @@ class DeviceIndex:
     def _find(
         self, index: ListIndex, signal: str, queries: NDArray[np.uint8], radius: int
     ) -> list[Found]:
-        arrays = self._lists[id(index)][1].arrays
-        matcher: Any = index.matchers[signal]
-        if signal not in arrays:
-            return list(matcher.find(queries, radius))
-        if SIGNALS[signal].match == "exact":
-            return self._find_exact(matcher.index, arrays[signal], queries)
-        return self._find_hamming(matcher.index, arrays[signal], queries, radius)
-
-    def _find_exact(self, host: ExactIndex, keys: Any, queries: NDArray[np.uint8]) -> list[Found]:
-        dev = self.device
-        words = dev.upload(host.query_words(queries))
-        first, count = exact_kernel.find(keys, words, dev.xp, stream=dev.kernel_stream)
-        rows = host.rows_of(dev.to_host(first), dev.to_host(count))
-        return [(r, np.zeros(len(r), dtype=np.int32)) for r in rows]
-
-    def _find_hamming(
-        self, host: MultiIndexHamming, entries: Any, queries: NDArray[np.uint8], radius: int
-    ) -> list[Found]:
-        dev = self.device
-        words = dev.upload(_pad_words(host.query_words(queries, radius)))
-        qi, pos, dist = hamming_kernel.search(
-            entries, words, radius, dev.xp, stream=dev.kernel_stream
-        )
-        rows = np.asarray(host.to_arrays()["rows"])[pos].astype(np.int64)
-        return group_hits(qi.astype(np.intp), rows, dist, len(queries))
+        searcher = self._lists[id(index)][1].searchers.get(signal)
+        if searcher is None:
+            return list(index.matchers[signal].search(queries, radius))
+        return searcher.search(queries, radius)

@@ -46,12 +46,12 @@ from appliance.errors import ApplianceError, ItemFault
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
 from appliance.gpu.warmup import warm_up_kernels
-from appliance.index.snapshot import Hit, Snapshot
+from appliance.index.snapshot import Snapshot
 from appliance.metrics import Metrics
-from appliance.pipeline import Deferred, Item, ItemResult, Pipeline, matchable_items
+from appliance.pipeline import Deferred, Pipeline, matchable_items
 from appliance.pixels import PENDING_QUALITY
+from appliance.results import HashValue, Hit, Item, ItemResult
 from appliance.sandbox import Decoders
-from appliance.signals import HashValue
 from kernels.digests import digest_batch
 from kernels.pdq import pdq_batch
 

@@ -1,16 +1,16 @@
 """Cryptographic digests (MD5, SHA-1, SHA-256) of a file's bytes.
 
 hashlib releases the GIL while it hashes buffers larger than 2 KiB, so the
-pipeline runs ``digest_bytes`` for many files on a thread pool and gets real
-parallelism. ``Digester`` is the incremental form used by MatchStream: it is
-fed chunk by chunk as they arrive, so the bytes are never passed over twice.
+pipeline's thread pool, which runs ``hash_item`` (and so ``digest_bytes``)
+once per file, gets real parallelism. ``Digester`` is the incremental form
+used by MatchStream: it is fed chunk by chunk as they arrive, so the bytes are
+never passed over twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Iterable
 
 from appliance.signals import DIGEST_SIGNALS
 
@@ -42,35 +42,3 @@ def digest_bytes(data: Buffer, names: Iterable[str] = DIGEST_SIGNALS) -> dict[st
     digester = Digester(names)
     digester.update(data)
     return digester.digests()
-
-
-# Bytes per pool task. A task per small file costs more in scheduling and GIL
-# hand-offs than hashing it (measured: 4096 files of 16 KiB ran at half of
-# hashlib's single-thread speed on two threads); grouping restores the gain.
-TASK_BYTES = 1 << 20
-
-
-def _groups(items: Sequence[Buffer], task_bytes: int) -> list[Sequence[Buffer]]:
-    groups: list[Sequence[Buffer]] = []
-    start = size = 0
-    for end, data in enumerate(items, 1):
-        size += len(data)
-        if size >= task_bytes:
-            groups.append(items[start:end])
-            start, size = end, 0
-    if start < len(items):
-        groups.append(items[start:])
-    return groups
-
-
-def digest_many(
-    items: Sequence[Buffer], names: Sequence[str], pool: Executor, task_bytes: int = TASK_BYTES
-) -> list[dict[str, bytes]]:
-    """Digests of many buffers on ``pool``, results in order.
-
-    Consecutive buffers are grouped into tasks of about ``task_bytes``.
-    """
-    per_group = pool.map(
-        lambda group: [digest_bytes(data, names) for data in group], _groups(items, task_bytes)
-    )
-    return [digests for group in per_group for digests in group]

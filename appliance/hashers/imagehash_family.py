@@ -14,10 +14,10 @@ The speed comes from doing less of the same work, never from other arithmetic:
   resize whose size two hashes share (wHash's S is 8 or 32) is done once;
 - wHash's transforms: see ``_whash_low`` (7x faster than imagehash's pywt calls
   at 2048x2048, 83 ms against 578 ms; fewer Python calls on small images);
-- ``family_many`` runs the Pillow and pywt work of each image on pool threads
-  (both release the GIL) and the small threshold step once for the whole batch:
-  scipy's DCT of an (N, 32, 32) stack, and NumPy's mean and median per row of
-  the stack, give each image exactly the values it gets alone (tested).
+- the pipeline hashes each image on its own pool thread (Pillow and pywt
+  release the GIL); the threshold step works on a stack of images (scipy's
+  DCT of an (N, 32, 32) stack, NumPy's mean and median per row), which for
+  one image is that image's own values.
 
 Errors are imagehash's: a mode Pillow cannot convert to "L" ("LAB", "La")
 raises its ValueError. One exception, by choice: wHash of an image with no
@@ -29,7 +29,6 @@ nothing (all bits zero), as in imagehash.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
 from functools import lru_cache
 from typing import Any
 
@@ -216,21 +215,6 @@ def family_hashes(image: Image.Image, names: Sequence[str] = FAMILY) -> dict[str
     """
     wanted = _check(names)
     return _finish([_reduce(image, wanted)], wanted)[0]
-
-
-def family_many(
-    images: Sequence[Image.Image], names: Sequence[str], pool: Executor | None = None
-) -> list[dict[str, bytes]]:
-    """``family_hashes`` of each image, in order; the per-image work spread over pool.
-
-    Images must be loaded (two threads must not load the same lazy image).
-    """
-    wanted = _check(names)
-    if pool is None:
-        reduced = [_reduce(image, wanted) for image in images]
-    else:
-        reduced = list(pool.map(lambda image: _reduce(image, wanted), images))
-    return _finish(reduced, wanted)
 
 
 def ahash(image: Image.Image) -> bytes:

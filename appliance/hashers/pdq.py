@@ -19,14 +19,14 @@ parallel; code compiles on first use, then loads from the disk cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
+from appliance.jit import kernel as _kernel
 from kernels.pdq_dct import dct_matrix as _dct_matrix
 
 HASH_BYTES = 32
@@ -39,15 +39,6 @@ _STRIP = 32
 
 _F32 = NDArray[np.float32]
 _I64 = NDArray[np.int64]
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _kernel(fn: _F) -> _F:
-    """numba-compile fn on first call (then from the disk cache), releasing the GIL.
-
-    Typed for mypy (numba is not); numba ignores the annotations.
-    """
-    return cast(_F, njit(cache=True, nogil=True)(fn))
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -16,7 +16,7 @@ from appliance.decode import Decoded
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.imagehash_family import FAMILY, family_hashes
 from appliance.hashers.pdq import DIHEDRAL_VARIANTS, pdq_dihedral_from_rgb, pdq_from_rgb
-from appliance.signals import HashValue
+from appliance.results import HashValue
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from appliance import __version__
 from appliance.config import MatchingConfig
 from appliance.errors import ListError
 from appliance.index import snapfile
-from appliance.index.snapshot import FROM_ARRAYS, ListIndex
+from appliance.index.snapshot import INDEXES, ListIndex
 from appliance.lists.model import HashList
 from appliance.signals import SIGNALS
 
@@ -164,7 +164,7 @@ def open_compiled(path: str | Path) -> tuple[list[ListIndex], dict[str, Any]]:
         for signal in info["counts"]:
             prefix = f"{i}/{signal}/"
             parts = {k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}
-            matchers[signal] = FROM_ARRAYS[SIGNALS[signal].match](parts)
+            matchers[signal] = INDEXES[SIGNALS[signal].match].from_arrays(parts)
         indexes.append(ListIndex(hash_list, info["kind"], matchers=matchers,
                                  counts=info["counts"]))
     return indexes, meta

@@ -16,18 +16,19 @@ whole batch (``njit(cache=True, nogil=True)``, single-threaded).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
-from numba import njit
 from numpy.typing import NDArray
 
-from appliance.index.hamming import check_bounds
+from appliance.index.arrays import ArrayIndex, check_values, fits_u32
+from appliance.index.arrays import Rows as _Rows
+from appliance.index.hamming import Found
+from appliance.jit import kernel as _kernel
 
 _EMPTY_ROWS: NDArray[np.int64] = np.empty(0, dtype=np.int64)
 _EMPTY_ROWS.flags.writeable = False
-_U32_MAX = (1 << 32) - 1
 # Directory: 16 bits at most, 256 KiB; fewer for small indexes (~32 keys a bucket).
 _DIR_BITS = 16
 # Sorting buckets: ~4 keys each, 22 bits at most (a 32 MiB count table; measured
@@ -38,16 +39,6 @@ _INSERTION_MAX = 32
 # Binary searches run in step (8..32 measure alike).
 _GROUP = 16
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-_Rows = NDArray[np.uint32] | NDArray[np.int64]
-
-
-def _kernel(fn: _F) -> _F:
-    """numba-compile fn on first call (then from the disk cache), releasing the GIL.
-
-    Typed for mypy (numba is not); numba ignores the annotations.
-    """
-    return cast(_F, njit(cache=True, nogil=True)(fn))
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -227,89 +218,63 @@ def _words_of(values: NDArray[np.uint8], width: int, what: str) -> NDArray[np.ui
     return padded.view(">u8").astype(np.uint64)
 
 
-class ExactIndex:
+class ExactIndex(ArrayIndex):
     """All rows whose value equals a query, for a batch of queries at once.
 
     Built from ``values`` (M, W) uint8 and ``rows`` (M,) int64 (the caller's
     id of each value; duplicates of a value are kept, each with its row).
     Host memory, numba kernels; O(M) to build on uniform keys (digests),
-    O(Q log M) to look up.
+    O(Q log M) to look up. Saved and mapped back as ``ArrayIndex`` says:
+    ``keys``, ``rows`` and the bucket ``directory``.
     """
 
+    ARRAYS: ClassVar[tuple[str, ...]] = ("keys", "rows", "directory")
+    BOUNDS: ClassVar[tuple[str, ...]] = ("directory",)
+
     def __init__(self, values: NDArray[np.uint8], rows: NDArray[np.int64]) -> None:
-        if values.ndim != 2:
-            raise ValueError(f"values must be (M, W) uint8, got shape {values.shape}")
-        if rows.shape != (values.shape[0],):
-            raise ValueError(f"rows must be ({values.shape[0]},), got {rows.shape}")
+        check_values(values, rows)
         width, n = int(values.shape[1]), len(values)
         words = _words_of(values, width, "values")
         rows = np.asarray(rows, dtype=np.int64)
-        small = n == 0 or (int(rows.min()) >= 0 and int(rows.max()) <= _U32_MAX)
         keys = np.empty_like(words)
+        small = fits_u32(rows)
         out_rows: _Rows = np.empty(n, dtype=np.uint32) if small else np.empty(n, dtype=np.int64)
         sort_bits = max(0, min(_SORT_BITS, n.bit_length() - 2))
         start = _build(words, rows, sort_bits, keys, out_rows)
         del words
         dir_bits = max(0, min(_DIR_BITS, n.bit_length() - 5))
         directory = start[:: 1 << (sort_bits - dir_bits)] if sort_bits > dir_bits else start
-        self._init(width, keys, out_rows, np.ascontiguousarray(directory))
+        directory = np.ascontiguousarray(directory)
+        self._adopt(width, {"keys": keys, "rows": out_rows, "directory": directory})
 
-    def _init(
-        self, width: int, keys: NDArray[np.uint64], rows: _Rows, directory: NDArray[np.int64]
-    ) -> None:
-        self.width = width
-        self._keys = keys
-        self._rows = rows
-        self._directory = directory
-        self._bits = (len(directory) - 1).bit_length() - 1
-        for a in (keys, rows, directory):
-            a.flags.writeable = False
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the index arrays (all of its memory but a few small objects)."""
-        return sum(a.nbytes for a in self.to_arrays().values())
-
-    def to_arrays(self) -> dict[str, NDArray[Any]]:
-        """The index as plain arrays (no copy), to save and memory-map; see from_arrays."""
-        return {
-            "width": np.array([self.width], dtype=np.int64),
-            "keys": self._keys,
-            "rows": self._rows,
-            "directory": self._directory,
-        }
+    def _adopt(self, width: int, arrays: dict[str, NDArray[Any]]) -> None:
+        super()._adopt(width, arrays)
+        self._keys: NDArray[np.uint64] = arrays["keys"]
+        self._rows: _Rows = arrays["rows"]
+        self._directory: NDArray[np.int64] = arrays["directory"]
+        self._bits = (len(self._directory) - 1).bit_length() - 1
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> ExactIndex:
-        """The index whose ``to_arrays()`` gave ``arrays``, without copy or rebuild.
-
-        The arrays may be read-only memory maps. Their shapes and dtypes are
-        checked, and the bucket bounds in ``directory`` (small, read whole); the
-        entries' arrays are not read here (a 10M-entry map stays cold): their
-        contents are trusted, as the snapshot's checksums vouch
-        (``lists inspect --verify``).
-        """
-        width = int(arrays["width"][0])
-        # np.asarray: a plain ndarray view of a np.memmap (which numba may not take).
-        keys, rows, directory = (np.asarray(arrays[k]) for k in ("keys", "rows", "directory"))
-        n = len(rows)
-        if keys.dtype != np.uint64 or keys.shape != (n, -(-width // 8)):
-            raise ValueError(f"keys must be ({n}, {-(-width // 8)}) uint64, got {keys.shape}")
-        if rows.ndim != 1 or rows.dtype not in (np.dtype(np.uint32), np.dtype(np.int64)):
-            raise ValueError(f"rows must be (N,) uint32 or int64, got {rows.shape} {rows.dtype}")
+    def _layout(
+        cls, width: int, n: int, arrays: Mapping[str, NDArray[Any]]
+    ) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+        directory = arrays["directory"]
         size = len(directory) - 1
         if directory.dtype != np.int64 or directory.ndim != 1 or size < 1 or size & (size - 1):
             raise ValueError(f"directory must be (2**b + 1,) int64, got {directory.shape}")
-        for name, a in (("keys", keys), ("rows", rows), ("directory", directory)):
-            if not a.flags.c_contiguous:
-                raise ValueError(f"{name} must be C-contiguous")
-        check_bounds("directory", directory, n)
-        index = cls.__new__(cls)
-        index._init(width, keys, rows, directory)
-        return index
+        return {"keys": (np.dtype(np.uint64), (n, -(-width // 8)))}
+
+    @property
+    def keys(self) -> NDArray[np.uint64]:
+        """(N, ceil(W / 8)) uint64: the stored keys, sorted (read-only; what
+        ``kernels.exact`` searches on a device)."""
+        return self._keys
+
+    def search(self, queries: NDArray[np.uint8], radius: int = 0) -> list[Found]:
+        """The search contract of every index (see ``HammingIndex.search``): per
+        query its rows, ascending, each at distance 0 (``radius`` is ignored:
+        only equal values match)."""
+        return [(rows, np.zeros(len(rows), dtype=np.int32)) for rows in self.lookup(queries)]
 
     def find(self, queries: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """(first, count), both (Q,) int64: the rows of query i are

@@ -37,16 +37,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import cache
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar
 
 import numpy as np
-from llvmlite import ir  # type: ignore[import-untyped]
-from numba import njit, types
-from numba.core import cgutils as _cgutils
-from numba.extending import intrinsic
 from numpy.typing import NDArray
 
-from appliance.index.hamming import Found, check_bounds, check_queries, group_hits, pack
+from appliance.index.arrays import ArrayIndex, Rows, check_values, fits_u32, index_dtype
+from appliance.index.hamming import Found, check_queries, group_hits, pack
+from appliance.jit import kernel as _kernel
+from appliance.jit import prefetch as _prefetch
 
 CHUNK_BITS = 16
 _BUCKETS = 1 << CHUNK_BITS
@@ -56,21 +55,10 @@ _BUCKETS = 1 << CHUNK_BITS
 # probes (3.3% of N, radius 32..47) are 2.8x faster than the scan, 16 x 697
 # (17%, radius 48..63) 1.8x slower; 4096 lies between.
 MAX_PROBES = 4096
-_U32_MAX = (1 << 32) - 1
 
-_F = TypeVar("_F", bound=Callable[..., Any])
-cgutils: Any = _cgutils  # numba's LLVM helpers, untyped
 _Ids = NDArray[np.uint32] | NDArray[np.int64]
 _I64 = NDArray[np.int64]
 _I32 = NDArray[np.int32]
-
-
-def _kernel(fn: _F) -> _F:
-    """numba-compile fn on first call (then from the disk cache), releasing the GIL.
-
-    Typed for mypy (numba is not); numba ignores the annotations.
-    """
-    return cast(_F, njit(cache=True, nogil=True)(fn))
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -147,29 +135,6 @@ def _first_chunk(words: NDArray[np.uint64], e: int, q: NDArray[np.uint64], c: in
             return False
     return True
 
-
-def _prefetch_codegen(typingctx: Any, arr: Any, i: Any, j: Any) -> Any:
-    """Typing and code of ``_prefetch(arr, i, j)``: the llvm.prefetch of &arr[i, j]."""
-    sig = types.void(arr, i, j)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        inds = [context.cast(builder, args[k], signature.args[k], types.intp) for k in (1, 2)]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # read (0), keep in all cache levels (3), data (1)
-        flags = [ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)]
-        builder.call(fn, [builder.bitcast(ptr, i8p), *flags])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-# A hint to load the cache line of arr[i, j] (a 2-D array): no fault, no wait.
-_prefetch = cast(Callable[[NDArray[Any], Any, Any], None], intrinsic(_prefetch_codegen))
 
 # Candidates gathered (their lines prefetched) before they are verified, and how
 # many buckets ahead the id runs are prefetched. Measured on 1M PDQ: 1.9x the
@@ -335,118 +300,69 @@ def _hits(kernel: Callable[..., int], *args: object, room: int) -> tuple[_I64, _
         room = n
 
 
-def _index_dtype(n: int) -> type[np.uint32] | type[np.int64]:
-    """uint32 for positions and offsets of up to 2**32 - 1 entries, else int64."""
-    return np.uint32 if n <= _U32_MAX else np.int64
-
-
-class MultiIndexHamming:
+class MultiIndexHamming(ArrayIndex):
     """Entries within a Hamming radius of each query, for a batch of queries.
 
     A drop-in for ``HammingIndex``: built from ``values`` (M, W) uint8 (W = 32
     for PDQ, 8 for the imagehash family) and ``rows`` (M,) int64, the caller's
     id of each value; ``search`` has the same contract and result order. Host
-    memory, numba kernels; O(M) to build.
+    memory, numba kernels; O(M) to build. Saved and mapped back as
+    ``ArrayIndex`` says: ``words``, ``rows``, the ``offsets`` directories, ``ids``.
     """
 
+    ARRAYS: ClassVar[tuple[str, ...]] = ("words", "rows", "offsets", "ids")
+    BOUNDS: ClassVar[tuple[str, ...]] = ("offsets",)
+
     def __init__(self, values: NDArray[np.uint8], rows: NDArray[np.int64]) -> None:
-        if values.ndim != 2 or values.shape[1] < 1:
-            raise ValueError(f"values must be (M, W) uint8, got shape {values.shape}")
-        if rows.shape != (values.shape[0],):
-            raise ValueError(f"rows must be ({values.shape[0]},), got {rows.shape}")
+        check_values(values, rows, min_width=1)
         n, width = values.shape
         n_chunks = -(-width // 2)
         packed = _pack(values)
-        index_dtype = _index_dtype(n)
-        offsets = np.empty((n_chunks, _BUCKETS + 1), dtype=index_dtype)
+        dtype = index_dtype(n)
+        offsets = np.empty((n_chunks, _BUCKETS + 1), dtype=dtype)
         order = np.empty(n, dtype=np.int64)
         _counting_sort(packed, 0, offsets[0], order)
         words = _take_rows(packed, order)
         del packed
         rows = np.asarray(rows, dtype=np.int64)[order]
-        small = n == 0 or (int(rows.min()) >= 0 and int(rows.max()) <= _U32_MAX)
-        ids = np.empty((n_chunks - 1, n), dtype=index_dtype)
+        ids = np.empty((n_chunks - 1, n), dtype=dtype)
         for c in range(1, n_chunks):
             _counting_sort(words, c, offsets[c], ids[c - 1])
-        self._init(
-            width,
-            words,
-            rows.astype(np.uint32) if small else rows,
-            offsets,
-            ids,
-        )
+        stored: Rows = rows.astype(np.uint32) if fits_u32(rows) else rows
+        self._adopt(width, {"words": words, "rows": stored, "offsets": offsets, "ids": ids})
 
-    def _init(
-        self,
-        width: int,
-        words: NDArray[np.uint64],
-        rows: NDArray[np.uint32] | NDArray[np.int64],
-        offsets: _Ids,
-        ids: _Ids,
-    ) -> None:
-        self.width = width
-        self.n_chunks = int(offsets.shape[0])
-        self._words = words
-        self._rows = rows
-        self._offsets = offsets
-        self._ids = ids
-        for a in (words, rows, offsets, ids):
-            a.flags.writeable = False
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the index arrays (all of its memory but a few small objects)."""
-        return sum(a.nbytes for a in self.to_arrays().values())
-
-    def to_arrays(self) -> dict[str, NDArray[Any]]:
-        """The index as plain arrays (no copy), to save and memory-map; see from_arrays."""
-        return {
-            "width": np.array([self.width], dtype=np.int64),
-            "words": self._words,
-            "rows": self._rows,
-            "offsets": self._offsets,
-            "ids": self._ids,
-        }
+    def _adopt(self, width: int, arrays: dict[str, NDArray[Any]]) -> None:
+        super()._adopt(width, arrays)
+        self._words: NDArray[np.uint64] = arrays["words"]
+        self._rows: Rows = arrays["rows"]
+        self._offsets: _Ids = arrays["offsets"]
+        self._ids: _Ids = arrays["ids"]
+        self.n_chunks = int(self._offsets.shape[0])
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> MultiIndexHamming:
-        """The index whose ``to_arrays()`` gave ``arrays``, without copy or rebuild.
+    def _layout(
+        cls, width: int, n: int, arrays: Mapping[str, NDArray[Any]]
+    ) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]]:
+        n_chunks, dtype = -(-width // 2), np.dtype(index_dtype(n))
+        return {
+            "words": (np.dtype(np.uint64), (n, -(-width // 8))),
+            "offsets": (dtype, (n_chunks, _BUCKETS + 1)),
+            "ids": (dtype, (n_chunks - 1, n)),
+        }
 
-        The arrays may be read-only memory maps. Their shapes and dtypes are
-        checked, and the bucket bounds in ``offsets`` (small, read whole); the
-        entries' arrays are not read here (a 10M-entry map stays cold): their
-        contents are trusted, as the snapshot's checksums vouch
-        (``lists inspect --verify``).
-        """
-        width = int(arrays["width"][0])
-        # np.asarray: a plain ndarray view of a np.memmap (which numba may not take).
-        words, rows, offsets, ids = (
-            np.asarray(arrays[k]) for k in ("words", "rows", "offsets", "ids")
-        )
-        n, n_chunks = len(rows), -(-width // 2)
-        index_dtype = np.dtype(_index_dtype(n))
-        checks = [
-            (words, np.dtype(np.uint64), (n, -(-width // 8))),
-            (offsets, index_dtype, (n_chunks, _BUCKETS + 1)),
-            (ids, index_dtype, (n_chunks - 1, n)),
-        ]
-        for a, dtype, shape in checks:
-            if a.dtype != dtype or a.shape != shape or not a.flags.c_contiguous:
-                raise ValueError(
-                    f"expected a C-contiguous {shape} {dtype} array, got {a.shape} {a.dtype}"
-                )
-        if rows.ndim != 1 or rows.dtype not in (np.dtype(np.uint32), np.dtype(np.int64)):
-            raise ValueError(f"rows must be (N,) uint32 or int64, got {rows.shape} {rows.dtype}")
-        check_bounds("offsets", offsets, n)
-        index = cls.__new__(cls)
-        index._init(width, words, rows, offsets, ids)
-        return index
+    @property
+    def words(self) -> NDArray[np.uint64]:
+        """(N, ceil(W / 8)) uint64: the stored hashes, packed as ``query_words``
+        packs queries, in stored order (read-only)."""
+        return self._words
+
+    def rows_at(self, positions: NDArray[Any]) -> NDArray[np.int64]:
+        """The (k,) int64 rows of stored ``positions`` (what a search of ``words`` finds)."""
+        rows: NDArray[np.int64] = self._rows[positions].astype(np.int64)
+        return rows
 
     def query_words(self, queries: NDArray[np.uint8], radius: int) -> NDArray[np.uint64]:
-        """(Q, W) uint8 queries packed as ``to_arrays()["words"]`` are (checked first)."""
+        """(Q, W) uint8 queries packed as ``words`` are (checked first)."""
         check_queries(queries, self.width, radius)
         return _pack(queries)
 
@@ -469,4 +385,4 @@ class MultiIndexHamming:
             qi, pos, dist = _hits(_probe, *args, room=room)
         else:
             qi, pos, dist = _hits(_scan, self._words, q_words, radius, room=room)
-        return group_hits(qi, self._rows[pos].astype(np.int64), dist, len(q_words))
+        return group_hits(qi, self.rows_at(pos), dist, len(q_words))

@@ -8,7 +8,7 @@ Each list has its own index per signal (``ListIndex``), built once per list
 version: a reload that changes one list rebuilds that list's indexes only, and
 the others are shared with the previous snapshot. Queries go out in batches,
 one search per list and signal. How a signal matches comes from the signal
-registry (``Signal.match``): ``BUILDERS`` holds one index builder per match
+registry (``Signal.match``): ``INDEXES`` holds one index class per match
 kind, and the per-signal settings (Hamming radius, quality gate) come from the
 small registries ``RADIUS`` and ``QUALITY_MIN``.
 """
@@ -16,7 +16,6 @@ small registries ``RADIUS`` and ``QUALITY_MIN``.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -28,28 +27,9 @@ from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found
 from appliance.index.mih import MultiIndexHamming
 from appliance.lists.model import HashList
+from appliance.results import Hit
 from appliance.signals import SIGNALS, MatchKind
 from appliance.signals import get as get_signal
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One match of one queried value against one list entry."""
-
-    signal: str
-    list: str
-    list_version: str
-    entry_id: str
-    category: str
-    distance: int
-    query: str  # the looked-up value, as lowercase hex
-    # Which transform of the file matched ("" = as stored; a dihedral variant; "exif").
-    variant: str = ""
-    # "block" or "allow": the kind of the list hit.
-    kind: str = "block"
-    # A block hit on a file that an allow list also matched: reported, not a match.
-    suppressed: bool = False
-
 
 # Hamming radius of each 'hamming' signal: a match is distance <= radius.
 RADIUS: dict[str, Callable[[MatchingConfig], int]] = {
@@ -67,9 +47,16 @@ QUALITY_MIN: dict[str, Callable[[MatchingConfig], int]] = {
 }
 
 
-class _Matcher(Protocol):
-    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
-        """(Q, W) uint8 -> per query (positions (k,) int64, distances (k,) int32)."""
+class Index(Protocol):
+    """What every index of ``INDEXES`` is: built from ``(values (M, W) uint8,
+    rows (M,) int64)`` (the entry row of each value, so that a hit needs no
+    lookup in the list's columns, which a compiled snapshot does not even map),
+    searched, and saved as plain arrays for a compiled snapshot."""
+
+    def __len__(self) -> int: ...
+
+    def search(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        """(Q, W) uint8 -> per query (rows (k,) int64, distances (k,) int32)."""
         ...
 
     def to_arrays(self) -> dict[str, NDArray[Any]]:
@@ -77,103 +64,29 @@ class _Matcher(Protocol):
         ...
 
 
-_NONE_U8 = np.empty((0, 0), np.uint8)
-_NONE_I64 = np.empty(0, np.int64)
+class IndexType(Protocol):
+    """An index class: its constructor builds, ``from_arrays`` maps back ``to_arrays``."""
+
+    def __call__(self, values: NDArray[np.uint8], rows: NDArray[np.int64]) -> Index: ...
+
+    def from_arrays(self, arrays: Mapping[str, NDArray[Any]]) -> Index: ...
 
 
-class _ExactMatcher:
-    def __init__(
-        self, values: NDArray[np.uint8], rows: NDArray[np.int64], index: ExactIndex | None = None
-    ) -> None:
-        self._index = index or ExactIndex(values, rows)
-
-    @property
-    def index(self) -> ExactIndex:
-        return self._index
-
-    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
-        return [(rows, np.zeros(len(rows), dtype=np.int32)) for rows in self._index.lookup(queries)]
-
-    def to_arrays(self) -> dict[str, NDArray[Any]]:
-        return self._index.to_arrays()
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _ExactMatcher:
-        return cls(_NONE_U8, _NONE_I64, ExactIndex.from_arrays(arrays))
-
-
-class _HammingMatcher:
-    """Multi-index hashing: exact for every radius (it scans where probing would not pay)."""
-
-    def __init__(
-        self,
-        values: NDArray[np.uint8],
-        rows: NDArray[np.int64],
-        index: MultiIndexHamming | None = None,
-    ) -> None:
-        self._index = index or MultiIndexHamming(values, rows)
-
-    @property
-    def index(self) -> MultiIndexHamming:
-        return self._index
-
-    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
-        return self._index.search(queries, radius)
-
-    def to_arrays(self) -> dict[str, NDArray[Any]]:
-        return self._index.to_arrays()
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _HammingMatcher:
-        return cls(_NONE_U8, _NONE_I64, MultiIndexHamming.from_arrays(arrays))
-
-
-class _EuclideanMatcher:
-    """PhotoDNA: an exact Euclidean-radius index (hash lookup at radius 0, a
-    block-sum tree then verification above, brute force where that pays)."""
-
-    def __init__(
-        self,
-        values: NDArray[np.uint8],
-        rows: NDArray[np.int64],
-        index: EuclideanIndex | None = None,
-    ) -> None:
-        self._index = index or EuclideanIndex(values, rows)
-
-    @property
-    def index(self) -> EuclideanIndex:
-        return self._index
-
-    def find(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
-        return self._index.search(queries, radius)
-
-    def to_arrays(self) -> dict[str, NDArray[Any]]:
-        return self._index.to_arrays()
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> _EuclideanMatcher:
-        return cls(_NONE_U8, _NONE_I64, EuclideanIndex.from_arrays(arrays))
-
-
-# One index builder per match kind of the signal registry, and the way back from
-# a compiled snapshot's arrays.
-# Matchers are built with the entry row of each value, so a hit needs no lookup
-# in the list's columns (which a compiled snapshot does not even map).
-BUILDERS: dict[MatchKind, Callable[[NDArray[np.uint8], NDArray[np.int64]], _Matcher]] = {
-    "exact": _ExactMatcher,
-    "hamming": _HammingMatcher,
-    "euclidean": _EuclideanMatcher,
-}
-FROM_ARRAYS: dict[MatchKind, Callable[[Mapping[str, NDArray[Any]]], _Matcher]] = {
-    "exact": _ExactMatcher.from_arrays,
-    "hamming": _HammingMatcher.from_arrays,
-    "euclidean": _EuclideanMatcher.from_arrays,
+# One index class per match kind of the signal registry. Each builds, searches
+# and saves itself; the GPU backend's device searchers (appliance.gpu.index.
+# SEARCHERS) sit beside it under the same keys.
+INDEXES: dict[MatchKind, IndexType] = {
+    "exact": ExactIndex,  # sorted keys, binary search
+    "hamming": MultiIndexHamming,  # exact for every radius (it scans where probing would not pay)
+    # PhotoDNA: hash lookup at radius 0, a block-sum tree then verification
+    # above, brute force where that pays.
+    "euclidean": EuclideanIndex,
 }
 
 ListKind = Literal["block", "allow"]
 
 Finder = Callable[["ListIndex", str, NDArray[np.uint8], int], list[Found]]
-"""(list, signal, (Q, W) queries, radius) -> per query (rows, distances), as _Matcher.find."""
+"""(list, signal, (Q, W) queries, radius) -> per query (rows, distances), as Index.search."""
 
 
 class ListIndex:
@@ -187,7 +100,7 @@ class ListIndex:
         hash_list: HashList,
         kind: ListKind = "block",
         signals: Collection[str] | None = None,
-        matchers: Mapping[str, _Matcher] | None = None,
+        matchers: Mapping[str, Index] | None = None,
         counts: Mapping[str, int] | None = None,
     ) -> None:
         """Index ``hash_list`` (only ``signals``, when given), or adopt ``matchers``
@@ -195,12 +108,12 @@ class ListIndex:
         self.hash_list = hash_list
         self.kind: ListKind = kind
         if matchers is not None:
-            self.matchers = dict(matchers)
+            self.matchers: dict[str, Index] = dict(matchers)
             self._counts = dict(counts or {})
             return
         wanted = set(SIGNALS) if not signals else {get_signal(n).name for n in signals}
         self.matchers = {
-            signal: BUILDERS[SIGNALS[signal].match](column.values, column.rows)
+            signal: INDEXES[SIGNALS[signal].match](column.values, column.rows)
             for signal, column in hash_list.columns.items()
             if signal in wanted and len(column)
         }
@@ -287,7 +200,7 @@ class Snapshot:
         queries = queries.reshape(len(wanted), spec.nbytes)
         for index in indexes:
             if finder is None:
-                found = index.matchers[spec.name].find(queries, radius)
+                found = index.matchers[spec.name].search(queries, radius)
             else:
                 found = finder(index, spec.name, queries, radius)
             for i, (positions, distances) in zip(wanted, found, strict=True):

@@ -23,7 +23,8 @@ from numpy.typing import NDArray
 
 from appliance.errors import ItemCode
 from appliance.pixels import PENDING_QUALITY
-from appliance.signals import SIGNALS, HashValue
+from appliance.results import HashValue
+from appliance.signals import SIGNALS
 
 _PREFIX = struct.Struct("<IQ")
 MAX_HEADER = 1 << 20

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from appliance.index.snapshot import Hit
+from appliance.results import Hit
 from appliance.signals import SIGNALS
 
 log = logging.getLogger("appliance.security")

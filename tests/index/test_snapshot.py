@@ -9,8 +9,9 @@ import pytest
 
 from appliance.config import MatchingConfig
 from appliance.errors import ItemCode, ItemFault
-from appliance.index.snapshot import Hit, Snapshot
+from appliance.index.snapshot import Snapshot
 from appliance.lists import HashList, parse_csv
+from appliance.results import Hit
 
 
 def flip(value: bytes, bits: list[int]) -> bytes:

@@ -29,7 +29,8 @@ from appliance.hashers.pdq import pdq_from_rgb
 from appliance.index.snapshot import ListIndex, Snapshot
 from appliance.lists import parse_csv
 from appliance.metrics import Metrics
-from appliance.pipeline import Item, ItemResult, Pipeline
+from appliance.pipeline import Pipeline
+from appliance.results import Item, ItemResult
 from tests.imaging import encode, synthetic_image
 from tests.kernels.conftest import GPU
 

@@ -14,8 +14,9 @@ from appliance import loading
 from appliance.config import Config, ListSpec
 from appliance.errors import ListError
 from appliance.index.compiled import write_compiled
-from appliance.index.snapshot import Hit, ListIndex
+from appliance.index.snapshot import ListIndex
 from appliance.loading import Catalog, Loaded
+from appliance.results import Hit
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 from tests.helpers import ServerThread, with_lists
