@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from appliance import cli_parser
 from appliance import config as cfg
 from appliance.errors import ApplianceError, ItemCode
+from appliance.settings import settings
 
 # Heavy modules (numba, Pillow, grpc) are imported by the commands that need
 # them, so `appliance --help` answers at once.
@@ -132,8 +133,8 @@ def _signals(args: argparse.Namespace) -> tuple[str, ...]:
 
 # Options that say how this machine hashes or matches: a server decides
 # those for itself, so with --server they are refused, never ignored.
-_LOCAL_ONLY = ("lists", "dihedral", "pdq_threshold", "pdq_quality_min", "pdq_mode",
-               "exif_orientation", "decode_isolation", "backend")
+_LOCAL_ONLY = ("lists", *(settings()[key].dest for key in
+                          (*cli_parser.MATCHING_FLAGS, *cli_parser.HASHING_FLAGS)), "backend")
 
 
 def cmd_hash_or_match(args: argparse.Namespace, match: bool) -> int:

@@ -17,13 +17,23 @@ from typing import Any
 
 from appliance.listspec import SPEC_FORMS
 from appliance.settings import Setting, settings
+from appliance.signals import COMPUTABLE_SIGNALS, DEFAULT_SIGNALS
+from appliance.signals import options as signal_options
 
 Command = Callable[[argparse.Namespace], int]
 _Adder = argparse.ArgumentParser | argparse._ArgumentGroup
 
+
+
+def _signal_flags(section: str) -> tuple[str, ...]:
+    """The keys of the signal types' options of ``section`` that have a flag
+    (PDQ's --pdq-mode, --pdq-threshold, ...), in registry order."""
+    return tuple(f"{section}.{s.field(o.key)}" for s, o in signal_options(section) if o.flag)
+
+
 # The settings each kind of command has as flags, in their help's order.
-HASHING_FLAGS = ("hashing.pdq_mode", "hashing.exif_orientation", "limits.decode_isolation")
-MATCHING_FLAGS = ("matching.pdq_threshold", "matching.pdq_quality_min", "matching.pdq_dihedral")
+HASHING_FLAGS = (*_signal_flags("hashing"), "hashing.exif_orientation", "limits.decode_isolation")
+MATCHING_FLAGS = _signal_flags("matching")
 SERVER_FLAGS = ("server.host", "server.port", "server.metrics_port", "server.backend",
                 "server.workers", "server.audit_log", "server.log_format",
                 "server.log_requests", "server.grace_seconds")
@@ -128,10 +138,8 @@ def build_parser(run: Mapping[str, Command]) -> argparse.ArgumentParser:
     _add_serve(p)
     p.set_defaults(func=run["doctor"])
 
-    signals_help = (
-        "comma-separated, of md5,sha1,sha256,pdq,phash,dhash,ahash,whash "
-        "(default: md5,sha1,sha256,pdq)"
-    )
+    signals_help = (f"comma-separated, of {','.join(COMPUTABLE_SIGNALS)} "
+                    f"(default: {','.join(DEFAULT_SIGNALS)})")
     p = sub.add_parser("hash", help="print the hashes of files")
     p.add_argument("--signals", help=signals_help)
     add_settings(p, HASHING_FLAGS)

@@ -37,11 +37,12 @@ from appliance.settings import (
     LogFormat,
     MatchingConfig,
     MiB,
-    PdqMode,
     SecurityConfig,
     ServerConfig,
 )
 from appliance.signals import SIGNALS
+from appliance.signals import options as signal_options
+from appliance.signals.pdq import PdqMode
 
 __all__ = [
     "AUTO_KIND", "IMAGE_FORMATS", "NOT_CONFIGURATION", "RENAMED", "SPEC_FORMS", "Backend",
@@ -79,21 +80,19 @@ class Config:
             raise ConfigError(f"security.probe_budget must be positive, got {sec.probe_budget}")
 
     def validate(self) -> Config:
-        s, lim, m, h, b = self.server, self.limits, self.matching, self.hashing, self.batching
+        s, lim, h, b = self.server, self.limits, self.hashing, self.batching
         if s.log_format not in get_args(LogFormat):
             raise ConfigError(
                 f"server.log_format must be one of {get_args(LogFormat)}, got {s.log_format!r}"
             )
-        if h.pdq_mode not in get_args(PdqMode):
-            raise ConfigError(
-                f"hashing.pdq_mode must be one of {get_args(PdqMode)}, got {h.pdq_mode!r}"
-            )
         if h.fast_min_side < 64:
             raise ConfigError(f"hashing.fast_min_side must be >= 64, got {h.fast_min_side}")
-        for name in ("phash", "dhash", "ahash", "whash"):
-            value = getattr(m, f"{name}_threshold")
-            if not 0 <= value <= 64:
-                raise ConfigError(f"matching.{name}_threshold must be 0..64, got {value}")
+        for section in ("hashing", "matching"):
+            for signal, option in signal_options(section):
+                key = signal.field(option.key)
+                problem = option.check(f"{section}.{key}", getattr(getattr(self, section), key))
+                if problem:
+                    raise ConfigError(problem)
         if s.backend not in get_args(Backend):
             raise ConfigError(
                 f"server.backend must be one of {get_args(Backend)}, got {s.backend!r}"
@@ -128,9 +127,9 @@ class Config:
             "batching.max_queue_bytes": b.max_queue_bytes,
             "gpu.digest_cpu_min_bytes": self.gpu.digest_cpu_min_bytes,
         }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
+        for name, amount in positive.items():
+            if amount <= 0:
+                raise ConfigError(f"{name} must be positive, got {amount}")
         non_negative = {
             "batching.max_batch_items": b.max_batch_items,
             "batching.max_delay_ms": b.max_delay_ms,
@@ -157,14 +156,6 @@ class Config:
             raise ConfigError("limits.max_decode_bytes must not exceed "
                               "limits.max_decode_bytes_in_flight (such a file could never run)")
         self._validate_security()
-        if m.photodna_threshold < 0:
-            raise ConfigError(
-                f"matching.photodna_threshold must be >= 0, got {m.photodna_threshold}"
-            )
-        if not 0 <= m.pdq_threshold <= 256:
-            raise ConfigError(f"matching.pdq_threshold must be 0..256, got {m.pdq_threshold}")
-        if not 0 <= m.pdq_quality_min <= 100:
-            raise ConfigError(f"matching.pdq_quality_min must be 0..100, got {m.pdq_quality_min}")
         for spec in self.lists:
             unknown_signals = [n for n in spec.signals if n not in SIGNALS]
             if unknown_signals:
@@ -205,10 +196,26 @@ def _coerce(section: str, key: str, raw: Any, target: type[Any] | str) -> Any:
     return str(raw)
 
 
+def _signal_tables(section: str, values: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    """``values`` with a signal's table (``[matching.pdq] threshold = 31``) read
+    as its keys (``pdq_threshold = 31``)."""
+    out = {k: v for k, v in values.items() if not (isinstance(v, dict) and k in SIGNALS)}
+    for name, table in values.items():
+        if name not in out:
+            for key, raw in table.items():
+                flat = SIGNALS[name].field(key)
+                if flat in out:
+                    raise ConfigError(f"{origin}: {section}.{flat} and {section}.{name}.{key} "
+                                      f"are the same setting; give only one")
+                out[flat] = raw
+    return out
+
+
 def _apply(config: Config, section: str, values: Mapping[str, Any], origin: str,
            deprecated: dict[str, list[str]]) -> Config:
     """``config`` with ``values`` set in ``section``; old keys given are noted in
     ``deprecated`` (old key -> where it was given)."""
+    values = _signal_tables(section, values, origin)
     current = getattr(config, section)
     known = {f.name: f.type for f in fields(current)}
     renamed = RENAMED.get(section, {})

@@ -113,13 +113,13 @@ def route(pipeline: Pipeline, items: Sequence[Item]) -> tuple[list[Item], list[b
         is_heavy = False
         try:
             names = [n for n in sig.select_computable(item.signals)
-                     if sig.SIGNALS[n].source == "pixels"]
+                     if sig.SIGNALS[n].media == "image"]
         except ItemFault:
             names = []  # the pipeline reports the bad signal name
         if names and 0 < len(item.content) <= pipeline.limits.max_stream_bytes:
             try:
                 layout = pipeline.layout(item)
-                cost = pipeline.cost(layout, names, pipeline.export_pdq)
+                cost = pipeline.cost(layout, names)
                 item = replace(item, layout=layout)
                 is_heavy = cost.picture_bytes > pipeline.limits.heavy_decode_bytes
             except ItemFault as fault:

@@ -2,9 +2,15 @@
 
 ``hash_item`` is thread-safe and is run for many items at once on a thread
 pool (hashlib, Pillow's decoders and the numba PDQ code all release the GIL).
-``match`` then looks up all values of a batch per signal in one call, so the
-index sees batches, not single queries. One bad item gets its own error and
-never fails its batch.
+Signals are computed by groups (``SignalType.group``): the digests in one pass
+over the bytes, each image group from one decode. A backend with a device
+(appliance.gpu) passes the device hashers of some groups: ``hash_item`` then
+leaves those groups' work in the item's ``Work`` (the file's bytes, or the
+decoded pixels), and ``run`` hashes each such group once for the whole batch
+(``_on_device``) before it puts every item's hashes together in the same
+order as the CPU path. ``match`` then looks up all values of a batch per
+signal in one call, so the index sees batches, not single queries. One bad
+item gets its own error and never fails its batch.
 """
 
 from __future__ import annotations
@@ -13,13 +19,12 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-
-import numpy as np
-from numpy.typing import NDArray
+from dataclasses import replace
+from functools import partial
+from typing import Any, TypeVar
 
 from appliance import signals as sig
 from appliance.admission import DecodeBudget
@@ -32,6 +37,7 @@ from appliance.metrics import Metrics
 from appliance.pixels import PixelJob
 from appliance.results import HashValue, Hit, Item, ItemError, ItemResult, suppress_allowed
 from appliance.sandbox import Decoders, InlineDecoders, ProcessDecoders
+from appliance.work import DeviceHasher, Work, device_inputs, distribute
 
 log = logging.getLogger("appliance.pipeline")
 
@@ -48,23 +54,7 @@ def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
     return sorted(best.values(), key=lambda h: (h.distance, h.signal, h.list, h.entry_id))
 
 
-@dataclass
-class Deferred:
-    """Work that an accelerator takes over from ``hash_item`` for one item.
-
-    ``hash_item`` leaves placeholders in the result, in the place the CPU path
-    would put the hashes, so the order of hashes is the same on every backend:
-    digests of files under ``digest_cpu_min`` bytes (``digest_names`` says
-    which; the value is b"" until filled) and PDQ of each decoded image
-    (``images``, in order; each has 1 or 8 placeholders of quality
-    ``pixels.PENDING_QUALITY``, 8 with dihedral on). ``held`` is the decode
-    budget the images hold until the device has hashed them.
-    """
-
-    digest_cpu_min: int
-    digest_names: list[str] = field(default_factory=list)
-    images: list[NDArray[np.uint8]] = field(default_factory=list)
-    held: int = 0
+T = TypeVar("T")
 
 
 # (signal, values, qualities, extra radius) -> per value its hits (Snapshot.match).
@@ -80,11 +70,12 @@ def make_decoders(config: Config, metrics: Metrics | None = None) -> Decoders:
 
 
 class Pipeline:
-    # The GPU pipeline leaves PDQ to its device: decoders hand back the pixels.
-    export_pdq = False
+    """The pipeline of every backend. ``hashers``: group -> its device hasher
+    (none: all on the CPU), run on ``device`` (see ``_on_device``)."""
 
     def __init__(
-        self, config: Config, metrics: Metrics | None = None, decoders: Decoders | None = None
+        self, config: Config, metrics: Metrics | None = None, decoders: Decoders | None = None,
+        hashers: Mapping[str, DeviceHasher] | None = None, device: Any = None,
     ) -> None:
         lim = config.limits
         self.limits = lim
@@ -94,6 +85,12 @@ class Pipeline:
         self.bounds = Bounds(lim.max_pixels, lim.max_scans, lim.max_segments, lim.max_frames)
         self.decoders = decoders or make_decoders(config, metrics)
         self.budget = DecodeBudget(lim.max_decode_bytes_in_flight, metrics)
+        self.device = device
+        self.hashers = dict(hashers or {})
+        # Files of at least this many bytes are digested on the CPU threads even
+        # where a device hasher exists (a device thread walks a file's blocks in
+        # sequence, so a large file is faster on a CPU core).
+        self.digest_cpu_min = config.gpu.digest_cpu_min_bytes
 
     def start(self) -> None:
         """Start the decode workers now (the server, before it says ready)."""
@@ -128,22 +125,25 @@ class Pipeline:
             if self.metrics is not None:
                 self.metrics.stage_seconds.labels(name).observe(time.perf_counter() - start)
 
-    def hash_item(self, item: Item, deferred: Deferred | None = None) -> ItemResult:
+    def hash_item(self, item: Item, work: Work | None = None) -> ItemResult:
         """All requested hashes of one item; never raises for a bad item.
 
-        With ``deferred``, small-file digests and PDQ are left as placeholders
-        for a device stage to fill (see ``Deferred``).
+        With ``work``, the groups that have a device hasher are left in it for
+        ``run``'s device batches, and the result's hashes are made by
+        ``work.finish`` once they are done; without, everything is done here.
         """
         try:
-            return self._hash_item(item, deferred)
+            if work is None:
+                own = Work()
+                result = self._hash_item(item, own, defer=False)
+                own.finish(result)
+                return result
+            return self._hash_item(item, work, defer=True)
         except Exception as exc:  # a bug or MemoryError: this item fails, not its batch
             log.exception("item %r failed unexpectedly", item.id)
-            return ItemResult(
-                id=item.id, size=len(item.content),
-                error=ItemError(ItemCode.INTERNAL, f"internal error: {type(exc).__name__}"),
-            )
+            return _internal(item, exc)
 
-    def _hash_item(self, item: Item, deferred: Deferred | None) -> ItemResult:
+    def _hash_item(self, item: Item, work: Work, defer: bool) -> ItemResult:
         size = len(item.content)
         result = ItemResult(id=item.id, size=size)
         try:
@@ -156,21 +156,22 @@ class Pipeline:
         except ItemFault as fault:
             result.error = ItemError.of(fault)
             return result
-        digest_names = [n for n in wanted if sig.SIGNALS[n].source == "bytes"]
-        if digest_names and deferred is not None and item.digests is None \
-                and size < deferred.digest_cpu_min:
-            deferred.digest_names = digest_names
-            result.hashes.extend(HashValue(n, b"") for n in digest_names)
-        elif digest_names:
+        work.digest_names = [n for n in wanted if sig.SIGNALS[n].media == "bytes"]
+        now: list[str] = []
+        for name in work.digest_names:
+            group = sig.SIGNALS[name].group
+            if defer and group in self.hashers and item.digests is None \
+                    and size < self.digest_cpu_min:
+                work.left.setdefault(group, []).append(name)
+            else:
+                now.append(name)
+        if now:
             with self._stage("digest"):
-                digests = item.digests or digest_bytes(item.content, digest_names)
-            result.hashes.extend(HashValue(n, digests[n]) for n in digest_names)
-        pixel_names = [n for n in wanted if sig.SIGNALS[n].source == "pixels"]
+                digests = item.digests or digest_bytes(item.content, now)
+            work.values.update((n, digests[n]) for n in now)
+        pixel_names = [n for n in wanted if sig.SIGNALS[n].media == "image"]
         if pixel_names:
-            self._hash_pixels(item, pixel_names, result, deferred)
-        if not result.hashes and result.skipped:
-            # Nothing that was asked for could be made: the item as a whole failed.
-            result.error = next(iter(result.skipped.values()))
+            self._hash_pixels(item, pixel_names, result, work, defer)
         return result
 
     def layout(self, item: Item) -> Layout:
@@ -179,12 +180,17 @@ class Pipeline:
             raise item.layout
         return item.layout or probe(item.content, self.bounds, self.limits.image_formats)
 
-    def cost(self, layout: Layout, names: Sequence[str], export: bool) -> Cost:
-        """Estimated peak memory of decoding and hashing; ItemFault over the per-file limit."""
-        needs = Needs(
-            pdq="pdq" in names, family=any(n != "pdq" for n in names),
+    def _exports(self, names: Sequence[str]) -> tuple[str, ...]:
+        """The image signals of ``names`` that a device hasher takes from the pixels."""
+        return tuple(n for n in names if sig.SIGNALS[n].group in self.hashers)
+
+    def cost(self, layout: Layout, names: Sequence[str], export: bool = True) -> Cost:
+        """Estimated peak memory of decoding and hashing (``export``: the device
+        groups' pixels go to the device); ItemFault over the per-file limit."""
+        needs = Needs.of(
+            {sig.SIGNALS[n].group for n in names},
+            {sig.SIGNALS[n].group for n in self._exports(names)} if export else (),
             exif=self.hashing.exif_orientation and not self.pdq_dihedral,
-            export_rgb=export and "pdq" in names,
         )
         cost = estimate(layout, needs)
         memory = cost.memory
@@ -198,27 +204,27 @@ class Pipeline:
         return cost
 
     def _hash_pixels(
-        self, item: Item, names: Sequence[str], result: ItemResult, deferred: Deferred | None
+        self, item: Item, names: Sequence[str], result: ItemResult, work: Work, defer: bool
     ) -> None:
         """Probe, estimate, admit, then decode and hash in a decoder (see sandbox)."""
         lim = self.limits
-        export = deferred is not None
+        export = self._exports(names) if defer else ()
         try:
             layout = self.layout(item)
-            cost = self.cost(layout, names, export)
+            cost = self.cost(layout, names, bool(export))
             fast = self.hashing.fast_min_side if self.hashing.pdq_mode == "fast" else None
             job = PixelJob(tuple(names), self.pdq_dihedral, self.hashing.exif_orientation,
-                           fast, export_pdq=export)
+                           fast, export=export)
             wait = time.monotonic() + lim.max_decode_wait_seconds
             if item.deadline is not None:
                 wait = min(wait, item.deadline)
             with self.budget.hold(cost.memory, wait, keep=cost.exported) as kept:
                 out = self.decoders.run(item.content, layout, job, cost,
                                         lim.max_decode_seconds, item.deadline)
-                if deferred is not None and out.images:
+                if export and out.images:
                     # The pixels now wait in this process for the device: their
                     # share of the budget stays held until it has hashed them.
-                    deferred.held += kept.take()
+                    work.held += kept.take()
         except ItemFault as fault:
             for name in names:
                 result.skipped[name] = ItemError.of(fault)
@@ -228,9 +234,29 @@ class Pipeline:
             self.metrics.stage_seconds.labels("perceptual").observe(out.hash_seconds)
             if out.peak_bytes:
                 self.metrics.decode_peak.observe(out.peak_bytes)
-        result.hashes.extend(out.hashes)
-        if deferred is not None:
-            deferred.images.extend(out.images)
+        work.pixel_names, work.pixel_hashes = tuple(names), list(out.hashes)
+        work.exported, work.images = export, list(out.images)
+
+    def _device_batches(self, items: Sequence[Item], works: Sequence[Work]) -> None:
+        """Each device group once over all of the batch's inputs of it."""
+        for group, hasher in self.hashers.items():
+            todo = device_inputs(group, items, works)
+            if not todo:
+                continue
+            asked = {n for _, wanted, _ in todo for n in wanted}
+            names = [n for n in sig.SIGNALS if n in asked]
+            inputs = [x for _, _, xs in todo for x in xs]
+            dihedral = self.pdq_dihedral
+            out = self._on_device(hasher.stage,
+                                  partial(hasher.batch, self.device, inputs, names, dihedral),
+                                  partial(hasher.cpu, inputs, names, dihedral))
+            distribute(group, todo, out)
+
+    def _on_device(self, stage: str, run: Callable[[], T], fallback: Callable[[], T]) -> T:
+        """One group's batch on the device (the GPU pipeline adds the device's
+        scope and its faults' fallback to ``fallback``, the CPU twin)."""
+        with self._stage(stage):
+            return run()
 
     def match(
         self, results: Sequence[ItemResult], snapshot: Snapshot, lookup: Lookup | None = None,
@@ -249,6 +275,11 @@ class Pipeline:
 
         with self._stage("match"):
             match_results(results, snapshot, lookup or own, bands)
+
+    def _match_batch(self, results: Sequence[ItemResult], snapshot: Snapshot,
+                     bands: Sequence[int]) -> None:
+        """A batch's match (the GPU pipeline's is on its device index)."""
+        self.match(results, snapshot, bands=bands)
 
     def record(self, results: Sequence[ItemResult]) -> None:
         """Count a finished batch in the metrics."""
@@ -270,14 +301,43 @@ class Pipeline:
     def run(
         self, items: Sequence[Item], snapshot: Snapshot | None, pool: Executor
     ) -> list[ItemResult]:
-        """Process a batch synchronously: hashes on ``pool``, then one match pass
-        (of the items that ask for matching, when there is a snapshot)."""
-        results = list(pool.map(self.hash_item, items))
+        """Process a batch synchronously: hashes on ``pool``, then each device
+        group's batch, then one match pass (of the items that ask for
+        matching, when there is a snapshot)."""
+        if self.hashers:
+            results = self._hash_batch(items, pool)
+        else:  # everything on the CPU: each item is finished on the pool
+            results = list(pool.map(self.hash_item, items))
         if snapshot is not None:
             wanted = matchable_items(items, results)
-            self.match([r for _, r in wanted], snapshot, bands=[i.probe_band for i, _ in wanted])
+            self._match_batch([r for _, r in wanted], snapshot, [i.probe_band for i, _ in wanted])
         self.record(results)
         return results
+
+
+    def _hash_batch(self, items: Sequence[Item], pool: Executor) -> list[ItemResult]:
+        """The hashes of a batch whose device groups run once over all of it."""
+        works = [Work() for _ in items]
+        results = list(pool.map(self.hash_item, items, works))
+        try:
+            self._device_batches(items, works)
+        finally:
+            # The decoded pixels are hashed (or dropped): their budget is free.
+            self.budget.release(sum(w.held for w in works))
+        for k, (item, work) in enumerate(zip(items, works, strict=True)):
+            try:
+                work.finish(results[k])
+            except Exception as exc:  # a bug: this item fails, not its batch
+                log.exception("item %r failed unexpectedly", item.id)
+                results[k] = _internal(item, exc)
+        return results
+
+
+def _internal(item: Item, exc: BaseException) -> ItemResult:
+    return ItemResult(
+        id=item.id, size=len(item.content),
+        error=ItemError(ItemCode.INTERNAL, f"internal error: {type(exc).__name__}"),
+    )
 
 
 def matchable(items: Sequence[Item], results: Sequence[ItemResult]) -> list[ItemResult]:

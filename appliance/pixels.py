@@ -6,27 +6,29 @@ backend runs the same function in the calling thread. Its inputs and output
 are plain data (``PixelJob``, ``PixelResult``) so that they cross a process
 boundary as JSON and bytes, never as pickles.
 
-With ``export_pdq`` (the GPU backends), PDQ is left to the device: each PDQ
-hash is a placeholder of quality ``PENDING_QUALITY`` in its place in the
-hash order, and the RGB pixels of each image it needs come back in ``images``.
+With ``export`` (the GPU backends), the signals named there are left to the
+device: they are not hashed here, and the RGB pixels of each view of the file
+(the picture, then its EXIF turn when that is hashed too) come back in
+``images``; ``assemble`` later puts the device's hashes of them in the place
+the CPU path gives them, so the order of hashes is the same on every backend.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
 from appliance.decode import Decoded, Layout, decode
-from appliance.hashers.pdq import DIHEDRAL_VARIANTS
-from appliance.hashers.registry import GROUPS, GroupHasher, PixelOptions, hash_pixels
+from appliance.hashers.registry import PixelOptions, hash_pixels
 from appliance.results import HashValue
+from appliance.signals import SIGNALS
 
-PENDING_QUALITY = -1
-"""The quality of a PDQ placeholder that a device stage fills in."""
+EXIF = "exif"
+"""The variant of the hashes of the EXIF-corrected orientation."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,14 @@ class PixelJob:
     exif_orientation: bool = False
     # JPEG decoded at a reduced DCT scale keeping both sides >= this (fast mode).
     fast_min_side: int | None = None
-    # Leave PDQ to a device: placeholders in the hashes, RGB pixels in ``images``.
-    export_pdq: bool = False
+    # Signals left to a device: not hashed here, the RGB pixels in ``images``.
+    export: tuple[str, ...] = ()
 
 
 @dataclass
 class PixelResult:
     hashes: list[HashValue]
-    # RGB (H, W, 3) uint8 of each image whose PDQ was left to the device, in order.
+    # With an export: the RGB (H, W, 3) uint8 of each view, the picture first.
     images: list[NDArray[np.uint8]] = field(default_factory=list)
     decode_seconds: float = 0.0
     hash_seconds: float = 0.0
@@ -64,38 +66,51 @@ def hash_file(data: bytes | memoryview, layout: Layout, job: PixelJob,
     started = time.perf_counter()
     decoded = decode(data, layout, job.fast_min_side, deadline)
     decoded_at = time.perf_counter()
-    images: list[NDArray[np.uint8]] = []
-    groups: dict[str, GroupHasher] = dict(GROUPS)
-    if job.export_pdq:
-        groups["pdq"] = _exporter(images)
+    here = [n for n in job.names if n not in job.export]
     options = PixelOptions(pdq_dihedral=job.pdq_dihedral)
-    hashes = hash_pixels(decoded, job.names, options, groups)
-    hashes += _exif_variant(decoded, job, options, groups)
+    hashes: list[HashValue] = []
+    images: list[NDArray[np.uint8]] = []
+    for view, picture in enumerate(_views(decoded, job)):
+        made = hash_pixels(picture, here, options) if here else []
+        hashes += [replace(h, variant=EXIF) for h in made] if view else made
+        if job.export:
+            images.append(picture.rgb())
     return PixelResult(hashes, images, decoded_at - started, time.perf_counter() - decoded_at)
 
 
-def _exporter(images: list[NDArray[np.uint8]]) -> GroupHasher:
-    """A PDQ group that keeps the pixels for the device and leaves placeholders."""
+def _views(decoded: Decoded, job: PixelJob) -> list[Decoded]:
+    """The picture, and its EXIF-corrected orientation when asked for and it differs.
 
-    def export(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
-        images.append(decoded.rgb())
-        variants = DIHEDRAL_VARIANTS if options.pdq_dihedral else ("original",)
-        return [HashValue("pdq", b"", PENDING_QUALITY, "" if v == "original" else v)
-                for v in variants]
-
-    return export
-
-
-def _exif_variant(decoded: Decoded, job: PixelJob, options: PixelOptions,
-                  groups: dict[str, GroupHasher]) -> list[HashValue]:
-    """Hashes of the EXIF-corrected orientation, when asked for and it differs.
-
-    With dihedral matching on they add nothing: the EXIF orientations are
+    With dihedral matching on the turn adds nothing: the EXIF orientations are
     all among the 8 rotations/flips already queried.
     """
     if not job.exif_orientation or job.pdq_dihedral:
-        return []
+        return [decoded]
     turned = decoded.exif_transposed()
-    if turned is None:
-        return []
-    return [replace(h, variant="exif") for h in hash_pixels(turned, job.names, options, groups)]
+    return [decoded] if turned is None else [decoded, turned]
+
+
+def assemble(names: Sequence[str], here: Sequence[HashValue],
+             device: Mapping[str, Sequence[Sequence[HashValue]]]) -> list[HashValue]:
+    """One file's pixel hashes in the CPU path's order: per view (the picture,
+    then its EXIF turn), per group in order of first appearance among ``names``.
+
+    ``here``: the hashes ``hash_file`` made; ``device``: group -> per view (the
+    images ``hash_file`` exported, in order) the hashes a device made of it.
+    """
+    if not device:
+        return list(here)
+    groups = list(dict.fromkeys(SIGNALS[n].group for n in names))
+    views = {len(rows) for rows in device.values()}
+    if len(views) != 1:
+        raise ValueError(f"device hashes of {sorted(views)} views of one file")
+    out: list[HashValue] = []
+    for view in range(views.pop()):
+        for group in groups:
+            if group in device:
+                made = device[group][view]
+                out += [replace(h, variant=EXIF) for h in made] if view else made
+            else:
+                out += [h for h in here if SIGNALS[h.signal].group == group
+                        and (h.variant == EXIF) == (view > 0)]
+    return out

@@ -8,22 +8,34 @@ flag are set from the configuration file and the environment only
 (appliance.config: ``[section] key`` and ``APPLIANCE_<SECTION>_<KEY>``).
 
 The metadata is a plain mapping on the dataclass field, so sections built at
-run time (``dataclasses.make_dataclass`` with ``setting(...)`` fields, as
-per-signal tables from the signal registry would be) carry it the same way.
+run time carry it the same way: ``HashingConfig`` and ``MatchingConfig`` get
+their per-signal fields (``pdq_threshold``, ``phash_threshold``, ...) from the
+options the signal types declare (``signal_section``), not from fields
+written here.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
 from functools import cache
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
+
+from appliance.signals import options as signal_options
 
 Backend = Literal["auto", "cpu", "gpu", "gpu-sim"]
 Isolation = Literal["process", "inline"]
 # The image formats the appliance can read (appliance.decode has a walker for
 # each), by Pillow's names.
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
-PdqMode = Literal["exact", "fast"]
 LogFormat = Literal["text", "json"]
 
 MiB = 1 << 20
@@ -266,12 +278,7 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
-class HashingConfig:
-    # "exact": PDQ of the full-size decode, bit for bit the reference's.
-    # "fast": JPEGs decoded at a reduced DCT scale first (see README for the drift).
-    pdq_mode: PdqMode = setting(
-        "exact", "exact: the reference's bits; fast: JPEGs decoded at reduced scale "
-        "first, a few bits of drift (see README; default {default})", flag="--pdq-mode")
+class _Hashing:
     # Smallest side a fast-mode JPEG decode keeps (chosen by benchmarks/fast_pdq.py).
     fast_min_side: int = 1024
     # Also hash the EXIF-corrected orientation (variant "exif") when the tag turns the image.
@@ -280,27 +287,39 @@ class HashingConfig:
         flag="--exif-orientation")
 
 
-@dataclass(frozen=True)
-class MatchingConfig:
-    # PDQ matches at Hamming distance <= pdq_threshold (the reference's 31).
-    pdq_threshold: int = setting(31, "PDQ match distance (default {default})",
-                                 flag="--pdq-threshold")
-    # PDQ hashes of quality below this are not matched (python-threatexchange uses 50).
-    pdq_quality_min: int = setting(50, "skip PDQ below this quality (default {default})",
-                                   flag="--pdq-quality-min")
-    # Match all 8 rotations/flips of a PDQ hash, so turned or mirrored copies match.
-    pdq_dihedral: bool = setting(
-        False, "match all 8 rotations/flips of PDQ, so turned or mirrored copies match",
-        flag="--dihedral")
-    # The imagehash family (64 bits each): match at distance <= these.
-    phash_threshold: int = 10
-    dhash_threshold: int = 10
-    ahash_threshold: int = 10
-    whash_threshold: int = 10
-    # PhotoDNA (values from a licensed library, via Lookup): Euclidean distance over
-    # the 144 bytes. 0 matches identical vectors only; set the threshold your
-    # PhotoDNA licence documentation recommends.
-    photodna_threshold: int = 0
+class _SignalFields:
+    """What type checkers know of a section with fields from the signal types:
+    any keyword, any attribute (the registry decides which exist)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    def __init__(self, **values: Any) -> None: ...
+
+    def __getattr__(self, name: str) -> Any: ...
+
+
+def signal_section(name: str, section: str, base: type[Any] = object,
+                   doc: str | None = None) -> type[Any]:
+    """A frozen dataclass: ``base``'s fields, then one field ``<signal>_<key>``
+    per option of ``section`` that a signal type declares (appliance.signals)."""
+    extra = [(s.field(o.key), o.type, setting(o.default, o.help, flag=o.flag, dest=o.dest))
+             for s, o in signal_options(section)]
+    return make_dataclass(name, extra, bases=(base,) if base is not object else (),
+                          frozen=True, namespace={"__module__": __name__, "__doc__": doc})
+
+
+if TYPE_CHECKING:
+    class HashingConfig(_SignalFields, _Hashing): ...
+
+    class MatchingConfig(_SignalFields): ...
+else:
+    # PDQ's mode (hashing.pdq_mode) comes from the PDQ signal type.
+    HashingConfig = signal_section("HashingConfig", "hashing", _Hashing)
+    # Thresholds (matching.<signal>_threshold), quality gates and the signals'
+    # own options (matching.pdq_dihedral), all declared by the signal types.
+    MatchingConfig = signal_section(
+        "MatchingConfig", "matching",
+        doc="Per signal: its threshold, quality gate and own options (appliance.signals).")
 
 
 SECTIONS: dict[str, type[Any]] = {

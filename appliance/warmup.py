@@ -23,17 +23,18 @@ def compile_kernels() -> float:
     from appliance.hashers.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
     from appliance.index.snapshot import Snapshot
     from appliance.lists.csv_format import parse_csv
+    from appliance.signals import SIGNALS
 
     rgb = np.zeros((80, 96, 3), np.uint8)
     rgb[::7] = 200
     pdq_from_rgb(rgb)
     pdq_dihedral_from_rgb(rgb)
-    value = bytes(range(32))
-    listing = f"id,md5,pdq,phash\nx,{'0' * 32},{value.hex()},{'0' * 16}\n".encode()
+    # One list with every signal's example, each matched: every index kind's kernels.
+    listing = (f"id,{','.join(SIGNALS)}\n"
+               f"x,{','.join(s.examples[0] for s in SIGNALS.values())}\n").encode()
     snapshot = Snapshot([parse_csv(listing, "warmup", "warmup")], MatchingConfig())
-    snapshot.match("pdq", [value], [100])
-    snapshot.match("md5", [bytes(16)])
-    snapshot.match("phash", [bytes(8)])
+    for name, s in SIGNALS.items():
+        snapshot.match(name, [s.parse(s.examples[0])], [100] if s.quality else None)
     return time.perf_counter() - started
 
 

@@ -220,7 +220,7 @@ def digest_sweep(b: Bench) -> None:
             parts = [blob.data[i * size:(i + 1) * size] for i in range(count)]
 
             def on_gpu(blob: Any = blob, lengths: Any = lengths, offsets: Any = offsets) -> Any:
-                with dev.scope():  # as GpuPipeline._digests does it
+                with dev.scope():  # as appliance.gpu.hashers.Digests does it
                     flat = dev.staging(blob.nbytes)
                     flat[:] = blob
                     columns = digest_batch(dev.upload(flat), dev.upload(offsets),

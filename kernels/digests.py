@@ -22,6 +22,8 @@ from typing import Any
 from kernels._launch import after_launch, before_launch, device_array, lazy_kernel
 
 THREADS = 128  # threads per block; each keeps ~1.3 KiB of message schedule locally
+# The hashlib names of ``digest_batch``'s outputs, in its order.
+COLUMNS = ("md5", "sha1", "sha256")
 
 _kernel = lazy_kernel("kernels._digests_cuda", "digest")
 

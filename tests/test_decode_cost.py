@@ -31,7 +31,7 @@ CASES: list[tuple[str, str, dict[str, object]]] = [
 NEEDS = {
     "pdq": (Needs(), PixelJob(("pdq",))),
     "family": (Needs(family=True), PixelJob(("pdq", "phash", "dhash", "ahash", "whash"))),
-    "export": (Needs(export_rgb=True), PixelJob(("pdq",), export_pdq=True)),
+    "export": (Needs(export_rgb=True), PixelJob(("pdq",), export=("pdq",))),
 }
 
 

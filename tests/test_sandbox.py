@@ -38,7 +38,7 @@ def decoders():
 def _run(decoders, data: bytes, job: PixelJob, seconds: float = 30.0, deadline=None,
          bounds: Bounds = DEFAULT_BOUNDS, cost: Cost | None = None):
     layout = probe(data, bounds)
-    cost = cost or estimate(layout, Needs(family=True, export_rgb=job.export_pdq))
+    cost = cost or estimate(layout, Needs(family=True, export_rgb=bool(job.export)))
     return decoders.run(data, layout, job, cost, seconds, deadline)
 
 
@@ -59,7 +59,7 @@ def _files() -> dict[str, bytes]:
 @pytest.mark.parametrize("name", sorted(_files()))
 @pytest.mark.parametrize("job", [
     PixelJob(ALL), PixelJob(("pdq",), pdq_dihedral=True),
-    PixelJob(ALL, exif_orientation=True), PixelJob(("pdq", "whash"), export_pdq=True),
+    PixelJob(ALL, exif_orientation=True), PixelJob(("pdq", "whash"), export=("pdq",)),
     PixelJob(("pdq",), fast_min_side=64),
 ], ids=["all", "dihedral", "exif", "export", "fast"])
 def test_a_worker_gives_what_inline_gives(decoders, name: str, job: PixelJob) -> None:

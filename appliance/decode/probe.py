@@ -18,13 +18,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 from appliance.config import IMAGE_FORMATS
 from appliance.decode import bmp, gif, jpeg, png, tiff, webp
 from appliance.decode.layout import Bounds, Layout, mode_bytes
 from appliance.errors import ItemCode, ItemFault
+from appliance.signals import pdq as _pdq_signal
 
 Walker = Callable[[bytes | memoryview, Bounds], Layout]
 
@@ -108,6 +109,19 @@ class Needs:
     exif: bool = False
     # The RGB pixels go back to the parent (GPU backends) rather than to PDQ here.
     export_rgb: bool = False
+
+    @classmethod
+    def of(cls, groups: Collection[str], exported: Collection[str] = (),
+           exif: bool = False) -> Needs:
+        """The needs of hashing the signal groups ``groups`` (``SignalType.group``),
+        of which ``exported`` go to a device as RGB pixels."""
+        return cls(pdq=bool(RGB_GROUPS & set(groups)), family=bool(set(groups) - RGB_GROUPS),
+                   exif=exif, export_rgb=bool(RGB_GROUPS & set(exported)))
+
+
+# The image groups that hash an RGB array of the picture (with PDQ's strip
+# buffers); the others start from Pillow's greyscale copy (the imagehash family).
+RGB_GROUPS = frozenset({_pdq_signal.SIGNAL.group})
 
 
 # Python objects, strip buffers, and the pages a freshly forked worker copies

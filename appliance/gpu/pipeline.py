@@ -1,29 +1,32 @@
 """The pipeline of the GPU backends: CPU threads prepare, the device computes.
 
-A batch goes through two stages:
+A batch goes through two stages (both ``Pipeline.run``; this class only
+supplies the device's hashers, its fault handling and its index):
 
 1. CPU, on the worker pool, outside the device lock: the checks, decoding,
-   the imagehash family, and the digests of files of at least
-   ``gpu.digest_cpu_min_bytes`` (one GPU thread walks one file's blocks in
-   sequence, so a large file is faster on a CPU core), all by the CPU
-   pipeline's own ``hash_item``, which leaves placeholders for the rest;
-2. device, one batch at a time under the device lock: the fused digest
-   kernel over all small files, the PDQ kernels over all decoded images (with
-   the 8 dihedral variants when configured), and the match against the
-   snapshot's ``DeviceIndex``.
+   the groups with no device hasher (the imagehash family), and the digests
+   of files of at least ``gpu.digest_cpu_min_bytes`` (one GPU thread walks one
+   file's blocks in sequence, so a large file is faster on a CPU core);
+2. device, one group's batch at a time under the device lock: each group with
+   a device hasher (``SignalType.device_hasher``: appliance.gpu.hashers) once
+   over the whole batch (the fused digest kernel over all small files, the PDQ
+   kernels over all decoded images, with the 8 dihedral variants when
+   configured), then the match against the snapshot's ``DeviceIndex``.
 
 Because only stage 2 holds the lock, the CPU stage of the next batch runs
 while the device works on this one (the server runs several batches at once;
 ``appliance scan`` keeps two in flight).
 
-Any exception in stage 2 (out of device memory, a kernel that fails to
-compile or launch), in a lookup or in the upload of the lists is a GPU fault:
-it is logged and counted (``fallbacks``, and ``appliance_gpu_fallbacks_total``
-by stage), and the work is redone on the CPU path, so the caller still gets
-the same answers. With ``gpu.strict`` it is raised instead, as a GpuFault
-whose ``__cause__`` is the original exception: tests, benchmarks and the GPU
-check must fail on a broken kernel, not measure or verify the CPU under the
-name of the GPU. ``fault_hook`` lets tests inject such faults.
+Any exception in a device group's batch (out of device memory, a kernel that
+fails to compile or launch), in the match, in a lookup or in the upload of
+the lists is a GPU fault: it is logged and counted (``fallbacks``, and
+``appliance_gpu_fallbacks_total`` by stage), and that piece of work alone is
+redone on the CPU (a group's batch by its hasher's CPU twin, on the same bytes
+or pixels), so the caller still gets the same answers. With ``gpu.strict`` it
+is raised instead, as a GpuFault whose ``__cause__`` is the original
+exception: tests, benchmarks and the GPU check must fail on a broken kernel,
+not measure or verify the CPU under the name of the GPU. ``fault_hook`` lets
+tests inject such faults.
 
 ``warm_up`` runs every kernel once, checked against its CPU twin, before the
 server says ready (appliance.gpu.warmup): it compiles them (or loads them from
@@ -36,28 +39,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from dataclasses import replace
-
-import numpy as np
+from typing import TypeVar
 
 from appliance.config import Config
-from appliance.errors import ApplianceError, ItemFault
+from appliance.errors import ApplianceError, ConfigError, ItemFault
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
 from appliance.gpu.warmup import warm_up_kernels
 from appliance.index.snapshot import Snapshot
 from appliance.metrics import Metrics
-from appliance.pipeline import Deferred, Pipeline, matchable_items
-from appliance.pixels import PENDING_QUALITY
-from appliance.results import HashValue, Hit, Item, ItemResult
+from appliance.pipeline import Pipeline
+from appliance.results import Hit, ItemResult
 from appliance.sandbox import Decoders
-from kernels.digests import digest_batch
-from kernels.pdq import pdq_batch
+from appliance.signals import SIGNALS, resolve
+from appliance.work import DeviceHasher
 
 log = logging.getLogger("appliance.gpu")
 
-_DIGEST_COLUMNS = {"md5": 0, "sha1": 1, "sha256": 2}
+T = TypeVar("T")
 
 
 class GpuFault(ApplianceError, RuntimeError):
@@ -72,14 +71,40 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class GpuPipeline(Pipeline):
-    export_pdq = True
+def device_hashers() -> dict[str, DeviceHasher]:
+    """group -> its device hasher, of every group whose signal types name one.
 
+    ConfigError when a group's signals disagree (some with a device hasher,
+    some without, or different ones), or a device hasher cannot compute a
+    signal that names it: refused at start, never answered with empty values.
+    """
+    paths: dict[str, set[str | None]] = {}
+    for s in SIGNALS.values():
+        if s.computable:
+            paths.setdefault(s.group, set()).add(s.device_hasher)
+    hashers: dict[str, DeviceHasher] = {}
+    for group, found in paths.items():
+        if found == {None}:
+            continue
+        if len(found) != 1:
+            raise ConfigError(f"the signals of group {group!r} name different device "
+                              f"hashers: {sorted(map(str, found))}")
+        [path] = found
+        assert path is not None
+        hasher = resolve(path)
+        names = [s.name for s in SIGNALS.values() if s.group == group]
+        refused = [n for n in names if not hasher.supports(n)]
+        if refused:
+            raise ConfigError(f"{path} cannot compute {', '.join(refused)}")
+        hashers[group] = hasher
+    return hashers
+
+
+class GpuPipeline(Pipeline):
     def __init__(self, config: Config, device: Device, metrics: Metrics | None = None,
                  decoders: Decoders | None = None) -> None:
-        super().__init__(config, metrics, decoders)
-        self.device = device
-        self.digest_cpu_min = config.gpu.digest_cpu_min_bytes
+        super().__init__(config, metrics, decoders, device_hashers(), device)
+        self.device: Device = device
         self.strict = config.gpu.strict
         # Device faults seen (each one a fallback to the CPU unless strict): a
         # plain count, with or without metrics, for benchmarks and checks.
@@ -137,39 +162,36 @@ class GpuPipeline(Pipeline):
 
     # -- a batch ----------------------------------------------------------------
 
-    def run(
-        self, items: Sequence[Item], snapshot: Snapshot | None, pool: Executor
-    ) -> list[ItemResult]:
-        deferred = [Deferred(self.digest_cpu_min) for _ in items]
-        results = list(pool.map(self.hash_item, items, deferred))
-        try:
-            return self._device_stages(items, results, deferred, snapshot, pool)
-        finally:
-            # The decoded pixels are hashed (or dropped): their budget is free.
-            self.budget.release(sum(d.held for d in deferred))
-
-    def _device_stages(
-        self, items: Sequence[Item], results: list[ItemResult], deferred: list[Deferred],
-        snapshot: Snapshot | None, pool: Executor,
-    ) -> list[ItemResult]:
-        stage = "digest"
+    def _on_device(self, stage: str, run: Callable[[], T], fallback: Callable[[], T]) -> T:
+        """One group's batch on the device; on a device fault, ``fallback`` (the
+        CPU twin on the same inputs), counted, or a GpuFault when strict."""
         try:
             with self.device.scope():
                 self._inject(stage)
-                with self._stage("digest"):
-                    self._digests(items, results, deferred)
-                stage = "perceptual"
-                self._inject(stage)
-                with self._stage("perceptual"):
-                    self._pdq(results, deferred)
-                if snapshot is not None:
-                    stage = "match"
-                    self._match(items, results, snapshot)
+                with self._stage(stage):
+                    return run()
         except Exception as exc:
-            self._device_fault(stage, exc, "the batch is redone on the CPU")
-            return super().run(items, snapshot, pool)
-        self.record(results)
-        return results
+            self._device_fault(stage, exc, "this batch of it is redone on the CPU")
+        return fallback()
+
+    def _match_batch(self, results: Sequence[ItemResult], snapshot: Snapshot,
+                     bands: Sequence[int]) -> None:
+        index = self._device_index(snapshot)
+        if index is None:
+            # This snapshot's upload failed (or it was never prepared): the host
+            # indexes answer, as on the CPU backend.
+            self.match(results, snapshot, bands=bands)
+            return
+        try:
+            with self.device.scope():
+                self._inject("match")
+                self.match(results, snapshot, lookup=index.match, bands=bands)
+            return
+        except Exception as exc:
+            self._device_fault("match", exc, "this batch is matched on the CPU")
+        for result in results:
+            result.matches, result.near = [], []  # what the device found before it failed
+        self.match(results, snapshot, bands=bands)
 
     def warm_up(self) -> None:
         """Every kernel once on this device, checked against its CPU twin, and
@@ -179,7 +201,7 @@ class GpuPipeline(Pipeline):
         try:
             self._inject("warm-up")
             with self.device.scope():
-                timings = warm_up_kernels(self.device, self.pdq_dihedral)
+                timings = warm_up_kernels(self.device, self.hashers, self.pdq_dihedral)
         except Exception as exc:
             self._device_fault("warm-up", exc, "batches fall back to the CPU when kernels fail")
             return
@@ -205,73 +227,3 @@ class GpuPipeline(Pipeline):
         log.error("GPU fault in the %s stage; %s", stage, fallback, exc_info=exc)
         if self.metrics is not None:
             self.metrics.gpu_fallbacks.labels(stage).inc()
-
-    def _digests(
-        self, items: Sequence[Item], results: list[ItemResult], deferred: list[Deferred]
-    ) -> None:
-        """The fused digest kernel over every file whose digests were deferred."""
-        todo = [i for i, d in enumerate(deferred) if d.digest_names and results[i].error is None]
-        if not todo:
-            return
-        dev = self.device
-        lengths = np.array([len(items[i].content) for i in todo], dtype=np.int64)
-        offsets = np.zeros(len(todo), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
-        total = int(lengths.sum())
-        flat = dev.staging(max(1, total))
-        for i, offset, length in zip(todo, offsets.tolist(), lengths.tolist(), strict=True):
-            flat[offset : offset + length] = np.frombuffer(items[i].content, dtype=np.uint8)
-        columns = digest_batch(
-            dev.upload(flat), dev.upload(offsets), dev.upload(lengths), dev.xp,
-            stream=dev.kernel_stream,
-        )
-        host = [dev.to_host(c) for c in columns]
-        for row, i in enumerate(todo):
-            hashes = results[i].hashes
-            for k, value in enumerate(hashes):
-                column = _DIGEST_COLUMNS.get(value.signal)
-                if column is not None and value.value == b"":
-                    hashes[k] = HashValue(value.signal, host[column][row].tobytes())
-
-    def _pdq(self, results: list[ItemResult], deferred: list[Deferred]) -> None:
-        """The PDQ kernels over every decoded image, filling the placeholders in order."""
-        images = [img for d in deferred for img in d.images]
-        if not images:
-            return
-        dev = self.device
-        dihedral = self.pdq_dihedral
-        hashes, qualities = pdq_batch(
-            images, dev.xp, dihedral=dihedral, host_buffer=dev.staging, stream=dev.kernel_stream
-        )
-        rows = hashes.reshape(len(images), -1, 32)
-        image = 0
-        for result, d in zip(results, deferred, strict=True):
-            if not d.images:
-                continue
-            slots = [k for k, h in enumerate(result.hashes)
-                     if h.signal == "pdq" and h.quality == PENDING_QUALITY]
-            per_image = rows.shape[1]
-            if len(slots) != per_image * len(d.images):
-                raise RuntimeError(f"{result.id}: {len(slots)} PDQ placeholders "
-                                   f"for {len(d.images)} image(s)")
-            for n in range(len(d.images)):
-                for v in range(per_image):
-                    k = slots[n * per_image + v]
-                    result.hashes[k] = replace(
-                        result.hashes[k],
-                        value=rows[image][v].tobytes(),
-                        quality=int(qualities[image]),
-                    )
-                image += 1
-
-    def _match(self, items: Sequence[Item], results: list[ItemResult], snapshot: Snapshot) -> None:
-        index = self._device_index(snapshot)
-        wanted = matchable_items(items, results)
-        chosen, bands = [r for _, r in wanted], [i.probe_band for i, _ in wanted]
-        if index is None:
-            # This snapshot's upload failed (or it was never prepared): the host
-            # indexes answer, as on the CPU backend.
-            self.match(chosen, snapshot, bands=bands)
-            return
-        self._inject("match")
-        self.match(chosen, snapshot, lookup=index.match, bands=bands)

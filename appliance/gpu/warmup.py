@@ -13,9 +13,8 @@ per kernel, and the pipeline only ever launches with those types.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,11 +24,11 @@ from numpy.typing import NDArray
 from appliance.config import MatchingConfig
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
-from appliance.hashers.pdq import pdq_dihedral_from_rgb, pdq_from_rgb
 from appliance.index.snapshot import Snapshot
 from appliance.lists.csv_format import parse_csv
-from kernels.digests import digest_batch
-from kernels.pdq import pdq_batch
+from appliance.results import HashValue
+from appliance.signals import SIGNALS
+from appliance.work import DeviceHasher
 
 # Lengths around the padding boundaries (55/56: the length fits or not in the
 # last block; 64: a whole block), so every branch of the digest kernel runs.
@@ -72,73 +71,74 @@ def _expect(name: str, ok: bool, what: str) -> None:
         raise KernelCheckFailed(f"the {name} kernel: {what}")
 
 
-def _digests(device: Device) -> None:
-    files = _files()
-    lengths = np.array([len(f) for f in files], dtype=np.int64)
-    offsets = np.zeros(len(files), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    flat = np.frombuffer(b"".join(files), dtype=np.uint8)
-    # As the pipeline calls it: the buffer uploaded, and also NumPy offsets.
-    columns = digest_batch(device.upload(flat), offsets, device.upload(lengths), device.xp,
-                           stream=device.kernel_stream)
-    got = [device.to_host(c) for c in columns]
-    for k, algorithm in enumerate((hashlib.md5, hashlib.sha1, hashlib.sha256)):
-        want = [algorithm(f).digest() for f in files]
-        rows = [got[k][i].tobytes() for i in range(len(files))]
-        _expect("digest", rows == want, f"{algorithm().name} differs from hashlib")
+def _inputs(media: str) -> list[Any]:
+    return _files() if media == "bytes" else [_image()]
 
 
-def _pdq(device: Device, rgb: NDArray[np.uint8], dihedral: bool) -> None:
-    name = "pdq dihedral" if dihedral else "pdq"
-    hashes, qualities = pdq_batch([rgb], device.xp, dihedral=dihedral,
-                                  host_buffer=device.staging, stream=device.kernel_stream)
-    if dihedral:
-        want, quality = pdq_dihedral_from_rgb(rgb)
-        got = [hashes[0][v].tobytes() for v in range(8)]
-    else:
-        one, quality = pdq_from_rgb(rgb)
-        want, got = [one], [hashes[0].tobytes()]
-    _expect(name, [bytes(w) for w in want] == got, "hash differs from the CPU hasher")
-    _expect(name, int(qualities[0]) == int(quality), "quality differs from the CPU hasher")
+def _check(device: Device, hasher: DeviceHasher, names: Sequence[str], dihedral: bool,
+           timings: dict[str, float]) -> list[list[HashValue]]:
+    """One device hasher's batch against its CPU twin; the twin's answers."""
+    label = hasher.label(names, dihedral)
+    inputs = _inputs(SIGNALS[names[0]].media)
+    with _kernel(label, timings):
+        got = hasher.batch(device, inputs, names, dihedral)
+        want = hasher.cpu(inputs, names, dihedral)
+        _expect(label, len(got) == len(want), f"{len(got)} answers for {len(want)} inputs")
+        for name in names:
+            pairs = [(g, w) for gs, ws in zip(got, want, strict=True)
+                     for g, w in zip(gs, ws, strict=True) if w.signal == name]
+            _expect(label, all(g.signal == name for g, _ in pairs), f"{name} is missing")
+            _expect(label, all(g.value == w.value for g, w in pairs),
+                    f"{name} differs from the CPU")
+            _expect(label, all(g.quality == w.quality for g, w in pairs),
+                    f"{name}'s quality differs from the CPU")
+            _expect(label, all(g.variant == w.variant for g, w in pairs),
+                    f"{name}'s variants differ from the CPU")
+    return want
 
 
-def _snapshot(md5: bytes, pdq: bytes) -> Snapshot:
-    listing = f"id,md5,pdq\nwarm-up,{md5.hex()},{pdq.hex()}\n".encode()
-    return Snapshot([parse_csv(listing, "warm-up", "warm-up")], MatchingConfig())
+def _snapshot(values: Mapping[str, bytes]) -> Snapshot:
+    listing = (f"id,{','.join(values)}\nwarm-up,{','.join(v.hex() for v in values.values())}\n")
+    return Snapshot([parse_csv(listing.encode(), "warm-up", "warm-up")], MatchingConfig())
 
 
-def _index(device: Device, timings: dict[str, float], rgb: NDArray[np.uint8]) -> None:
-    md5 = hashlib.md5(_files()[2]).digest()
-    pdq = bytes(pdq_from_rgb(rgb)[0])
-    near = bytes([pdq[0] ^ 0b101]) + pdq[1:]  # 2 bits away: a hit at distance 2
-    snapshot = _snapshot(md5, pdq)
+def _index(device: Device, timings: dict[str, float], values: Mapping[str, bytes]) -> None:
+    """The device index of a list of ``values`` (signal -> one value) against the
+    host's: for each match kind, the first signal of it, a hit and a miss."""
+    snapshot = _snapshot(values)
     with _kernel("index upload", timings):
         index = DeviceIndex(snapshot, device)
-    cases: list[tuple[str, str, list[bytes], list[int | None] | None]] = [
-        ("exact", "md5", [md5, bytes(16)], None),
-        ("hamming", "pdq", [near, bytes(32)], [100, 100]),
-    ]
-    for name, signal, values, qualities in cases:
-        with _kernel(name, timings):
-            got = index.match(signal, values, qualities)
-            want = snapshot.match(signal, values, qualities)
-            _expect(name, got == want and bool(want[0]) and not want[1],
+    kinds: dict[str, str] = {}
+    for name in values:
+        kinds.setdefault(SIGNALS[name].match, name)
+    for kind, name in kinds.items():
+        value = values[name]
+        # A Hamming hit 2 bits away (distance 2); an exact one as listed.
+        hit = bytes([value[0] ^ 0b101]) + value[1:] if kind == "hamming" else value
+        queries = [hit, bytes(len(value))]
+        qualities: list[int | None] | None = [100, 100] if SIGNALS[name].quality else None
+        with _kernel(kind, timings):
+            got = index.match(name, queries, qualities)
+            want = snapshot.match(name, queries, qualities)
+            _expect(kind, got == want and bool(want[0]) and not want[1],
                     "hits differ from the host index")
 
 
-def warm_up_kernels(device: Device, dihedral: bool) -> dict[str, float]:
+def warm_up_kernels(device: Device, hashers: Mapping[str, DeviceHasher], dihedral: bool
+                    ) -> dict[str, float]:
     """Launch every kernel once on ``device`` (inside its ``scope()``) and check
-    the answers; seconds per kernel. Raises KernelCheckFailed naming the kernel."""
+    the answers; seconds per kernel. ``hashers``: group -> its device hasher
+    (``appliance.gpu.pipeline.device_hashers``). Raises KernelCheckFailed
+    naming the kernel."""
     timings: dict[str, float] = {}
-    rgb = _image()
-    # PDQ as the pipeline will run it: with the 8 variants or without (the
-    # same kernels either way; the variants add work to ``finish``).
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("digest", lambda: _digests(device)),
-        ("pdq dihedral" if dihedral else "pdq", lambda: _pdq(device, rgb, dihedral)),
-    ]
-    for name, step in steps:
-        with _kernel(name, timings):
-            step()
-    _index(device, timings, rgb)
+    listed: dict[str, bytes] = {}
+    for group, hasher in hashers.items():
+        names = [s.name for s in SIGNALS.values() if s.group == group]
+        # PDQ as the pipeline will run it: with the 8 variants or without (the
+        # same kernels either way; the variants add work to ``finish``).
+        want = _check(device, hasher, names, dihedral, timings)
+        for value in want[-1]:
+            listed.setdefault(value.signal, value.value)
+    # The list in registry order, as a list file would have it.
+    _index(device, timings, {n: listed[n] for n in SIGNALS if n in listed})
     return timings

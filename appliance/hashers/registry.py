@@ -1,10 +1,11 @@
-"""Which code computes each pixel-based signal.
+"""The CPU batch hashers of the image signals, and which signal each computes.
 
-Digest signals are computed from bytes by ``hashers.digests``. Pixel signals
+Digest signals are computed from bytes by ``hashers.digests``. Image signals
 come in groups that share work (the imagehash family shares one greyscale
 conversion): each group takes the decoded image, the names wanted from it and
-the hashing options, and returns HashValues. Adding a signal is one entry in
-the signal registry and one here.
+the hashing options, and returns HashValues. Which group computes a signal is
+the signal type's (``SignalType.cpu_hasher``, a path to ``pdq`` or ``family``
+here); ``GROUPS`` is that, read from the registry.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 from appliance.decode import Decoded
 from appliance.errors import ItemCode, ItemFault
-from appliance.hashers.imagehash_family import FAMILY, family_hashes
+from appliance.hashers.imagehash_family import family_hashes
 from appliance.hashers.pdq import DIHEDRAL_VARIANTS, pdq_dihedral_from_rgb, pdq_from_rgb
 from appliance.results import HashValue
+from appliance.signals import SIGNALS, resolve
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class PixelOptions:
 GroupHasher = Callable[[Decoded, Sequence[str], PixelOptions], list[HashValue]]
 
 
-def _pdq(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
+def pdq(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
     rgb = decoded.rgb()
     if not options.pdq_dihedral:
         value, quality = pdq_from_rgb(rgb)
@@ -40,7 +42,7 @@ def _pdq(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[
     ]
 
 
-def _family(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
+def family(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> list[HashValue]:
     try:
         values = family_hashes(decoded.image, names)
     except ValueError as exc:  # a mode with no greyscale form, as in imagehash
@@ -50,8 +52,10 @@ def _family(decoded: Decoded, names: Sequence[str], options: PixelOptions) -> li
     return [HashValue(name, values[name]) for name in names]
 
 
-# Each pixel signal -> the group that computes it.
-GROUPS: dict[str, GroupHasher] = {"pdq": _pdq, **{name: _family for name in FAMILY}}
+# Each image signal -> the group that computes it, as its signal type names it.
+GROUPS: dict[str, GroupHasher] = {
+    name: resolve(s.cpu_hasher) for name, s in SIGNALS.items() if s.media == "image"
+}
 
 
 def hash_pixels(

@@ -8,9 +8,9 @@ Each list has its own index per signal (``ListIndex``), built once per list
 version: a reload that changes one list rebuilds that list's indexes only, and
 the others are shared with the previous snapshot. Queries go out in batches,
 one search per list and signal. How a signal matches comes from the signal
-registry (``Signal.match``): ``INDEXES`` holds one index class per match
-kind, and the per-signal settings (Hamming radius, quality gate) come from the
-small registries ``RADIUS`` and ``QUALITY_MIN``.
+registry (``SignalType.match``): ``INDEXES`` holds one index class per match
+kind, and the per-signal settings (match radius, quality gate) come from the
+signal types (``SignalType.threshold``, ``SignalType.quality_min``).
 """
 
 from __future__ import annotations
@@ -30,21 +30,6 @@ from appliance.lists.model import HashList
 from appliance.results import Hit
 from appliance.signals import SIGNALS, MatchKind
 from appliance.signals import get as get_signal
-
-# Hamming radius of each 'hamming' signal: a match is distance <= radius.
-RADIUS: dict[str, Callable[[MatchingConfig], int]] = {
-    "pdq": lambda m: m.pdq_threshold,
-    "phash": lambda m: m.phash_threshold,
-    "dhash": lambda m: m.dhash_threshold,
-    "ahash": lambda m: m.ahash_threshold,
-    "whash": lambda m: m.whash_threshold,
-    "photodna": lambda m: m.photodna_threshold,
-}
-# Signals whose queries carry a quality: below the minimum a hash is too
-# unreliable to match (flat or tiny images), so it gets no hits at all.
-QUALITY_MIN: dict[str, Callable[[MatchingConfig], int]] = {
-    "pdq": lambda m: m.pdq_quality_min,
-}
 
 
 class Index(Protocol):
@@ -162,11 +147,12 @@ class Snapshot:
         """All hits of each value over all lists, in the order of ``values``.
 
         ``values`` are raw hash bytes of the signal's width (parse hex with
-        ``Signal.parse`` first). ``qualities``, when given, has one item per
-        value; for a signal in QUALITY_MIN a value whose quality is known and
-        below the minimum gets no hits. Each value's hits are ordered by
-        (distance, list name, entry id). Raises ItemFault(UNKNOWN_SIGNAL) for
-        an unregistered signal and ValueError for a value of the wrong width.
+        ``SignalType.parse`` first). ``qualities``, when given, has one item
+        per value; for a signal with a quality gate (``SignalType.quality_min``)
+        a value whose quality is known and below the minimum gets no hits.
+        Each value's hits are ordered by (distance, list name, entry id).
+        Raises ItemFault(UNKNOWN_SIGNAL) for an unregistered signal and
+        ValueError for a value of the wrong width.
         ``finder`` searches in place of the lists' own matchers (a GPU copy of
         them); it must keep their contract. ``extra`` widens a Hamming
         signal's radius by that many bits (hits beyond the threshold: what the
@@ -182,11 +168,10 @@ class Snapshot:
                 )
         results: list[list[Hit]] = [[] for _ in values]
         wanted = list(range(len(values)))
-        gate = QUALITY_MIN.get(spec.name)
-        if gate is not None and qualities is not None:
-            minimum = gate(self.matching)
+        minimum = spec.quality_min(self.matching)
+        if minimum is not None and qualities is not None:
 
-            def passes(quality: int | None) -> bool:
+            def passes(quality: int | None, minimum: int = minimum) -> bool:
                 return quality is None or quality >= minimum
 
             wanted = [i for i in wanted if passes(qualities[i])]
@@ -228,10 +213,5 @@ class Snapshot:
 
 
 def match_radius(signal: str, matching: MatchingConfig) -> int:
-    """The match radius of a signal: 0 for exact ones, its threshold for Hamming ones."""
-    if SIGNALS[signal].match == "exact":
-        return 0
-    radius = RADIUS.get(signal)
-    if radius is None:
-        raise ValueError(f"hamming signal {signal!r} has no entry in snapshot.RADIUS")
-    return radius(matching)
+    """The match radius of a signal: 0 for exact ones, its threshold for the others."""
+    return SIGNALS[signal].threshold(matching)

@@ -114,14 +114,16 @@ class ProcessDecoders:
             seconds: float, deadline: float | None) -> PixelResult:
         header = {
             "layout": asdict(layout), "names": list(job.names), "dihedral": job.pdq_dihedral,
-            "exif": job.exif_orientation, "fast": job.fast_min_side, "export": job.export_pdq,
+            "exif": job.exif_orientation, "fast": job.fast_min_side, "export": list(job.export),
             "memory": cost.memory,
         }
         retired = self.pool.retired
         try:
             frame, payload = self.pool.exchange(header, data, seconds, deadline,
                                                 cost.exported + _REPLY_SLACK)
-            reply = parse_reply(frame, payload, job.names)
+            # The signals hashed there: the exported ones come back as pixels.
+            reply = parse_reply(frame, payload,
+                                tuple(n for n in job.names if n not in job.export))
         except WorkerTimeout as exc:
             self._count("timeout")
             raise _timed_out(deadline) from exc

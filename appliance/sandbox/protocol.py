@@ -22,7 +22,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from appliance.errors import ItemCode
-from appliance.pixels import PENDING_QUALITY
 from appliance.results import HashValue
 from appliance.signals import SIGNALS
 
@@ -129,10 +128,9 @@ def _hash(item: Any, names: tuple[str, ...]) -> HashValue:
     if signal not in names:
         raise ValueError(f"signal {signal!r} was not asked for")
     value = bytes.fromhex(hex_value)
-    pending = quality == PENDING_QUALITY and value == b""
-    if not pending and len(value) != SIGNALS[signal].nbytes:
+    if len(value) != SIGNALS[signal].nbytes:
         raise ValueError(f"{signal} value of {len(value)} bytes")
-    if quality is not None and not pending and not 0 <= int(quality) <= 100:
+    if quality is not None and not 0 <= int(quality) <= 100:
         raise ValueError(f"quality {quality}")
     return HashValue(str(signal), value, None if quality is None else int(quality),
                      str(variant)[:16])

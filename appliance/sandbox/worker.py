@@ -89,7 +89,7 @@ def _run(job: dict[str, Any], content: bytearray) -> tuple[dict[str, Any], list[
     pixel_job = PixelJob(
         names=tuple(job["names"]), pdq_dihedral=bool(job["dihedral"]),
         exif_orientation=bool(job["exif"]), fast_min_side=job["fast"],
-        export_pdq=bool(job["export"]),
+        export=tuple(str(n) for n in job["export"]),
     )
     deadline = time.monotonic() + float(job["seconds"])
     try:

@@ -32,16 +32,19 @@ def _warm() -> None:
 
     from appliance.decode import DEFAULT_BOUNDS, probe
     from appliance.pixels import PixelJob, hash_file
+    from appliance.signals import SIGNALS
 
-    names = ("pdq", "phash", "dhash", "ahash", "whash")
+    names = tuple(n for n, s in SIGNALS.items() if s.media == "image")
+    # As the GPU backends ask: the groups with a device hasher left to the device.
+    exported = tuple(n for n in names if SIGNALS[n].device_hasher)
     for fmt in ("PNG", "JPEG"):
         buffer = io.BytesIO()
         Image.linear_gradient("L").resize((96, 80)).convert("RGB").save(buffer, fmt)
         data = buffer.getvalue()
         layout = probe(data, DEFAULT_BOUNDS)
         for dihedral in (False, True):
-            for export in (False, True):
-                hash_file(data, layout, PixelJob(names, dihedral, export_pdq=export))
+            for export in ((), exported):
+                hash_file(data, layout, PixelJob(names, dihedral, export=export))
 
 
 def _fork_worker(control: socket.socket, fd: int) -> int:

@@ -31,6 +31,7 @@ from appliance.lists import parse_csv
 from appliance.metrics import Metrics
 from appliance.pipeline import Pipeline
 from appliance.results import Item, ItemResult
+from appliance.work import Work
 from tests.imaging import encode, synthetic_image
 from tests.kernels.conftest import GPU
 
@@ -96,7 +97,7 @@ def _listed_snapshot(matching: MatchingConfig) -> Snapshot:
 
 def _config(strict: bool = True, **matching: object) -> Config:
     return Config(
-        matching=MatchingConfig(pdq_quality_min=0, **matching),  # type: ignore[arg-type]
+        matching=MatchingConfig(pdq_quality_min=0, **matching),
         hashing=HashingConfig(exif_orientation=True),
         # Small, so that some of the files are digested on the CPU threads.
         gpu=GpuConfig(digest_cpu_min_bytes=3000, strict=strict),
@@ -293,8 +294,8 @@ def test_the_cpu_stage_of_one_batch_overlaps_the_device_stage_of_another(
     gpu.fault_hook = hold
     original = gpu.hash_item
 
-    def watched(item: Item, deferred: object = None) -> ItemResult:
-        result = original(item, deferred)  # type: ignore[arg-type]
+    def watched(item: Item, work: Work | None = None) -> ItemResult:
+        result = original(item, work)
         if item.id.startswith("second"):
             second_prepared.set()
         return result

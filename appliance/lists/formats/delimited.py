@@ -39,9 +39,8 @@ ID, CATEGORY, BASELINE = "id", "category", "baseline"
 
 # Header name (lowercase, stripped) -> field: a signal name, ID, CATEGORY or BASELINE.
 CSV_FIELDS: Mapping[str, str] = {
-    **{name: name for name in SIGNALS},
-    "sha-1": "sha1",
-    "sha-256": "sha256",
+    # Each signal's name and aliases (SignalType.aliases: "sha-1", ...).
+    **{alias: s.name for s in SIGNALS.values() for alias in (s.name, *s.aliases)},
     "id": ID,
     "entry_id": ID,
     "image id": ID,
