@@ -29,110 +29,22 @@ Everything runs on one asyncio event loop: no threads, no locks.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Protocol, TypeVar, cast
+from dataclasses import replace
+from typing import TypeVar, cast
 
 from appliance.admission import HeldBytes, Reservation
+from appliance.batch_queue import BatchQueue, Request
+from appliance.clock import Clock, FakeClock, MonotonicClock, Timer
 from appliance.config import BatchingConfig
-from appliance.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from appliance.errors import ShuttingDown
 from appliance.metrics import Metrics
+
+# The clocks are imported from here by the servicer, the lanes and the tests.
+__all__ = ["Batcher", "Clock", "FakeClock", "MonotonicClock", "Timer", "resolve"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class Timer(Protocol):
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """Monotonic time in seconds, and timers on that time."""
-
-    def now(self) -> float: ...
-
-    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
-        """Run ``callback`` on the event loop once ``now() >= when``."""
-        ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class MonotonicClock:
-    """The real clock: ``time.monotonic`` and the running loop's timers."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
-        # Relative, because the loop's own clock need not be time.monotonic.
-        return asyncio.get_running_loop().call_later(max(0.0, when - self.now()), callback)
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-@dataclass(order=True)
-class _FakeTimer:
-    when: float
-    seq: int
-    callback: Callable[[], object] = field(compare=False)
-    cancelled: bool = field(default=False, compare=False)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class FakeClock:
-    """A clock for tests: time stands still until ``advance`` moves it.
-
-    ``advance`` runs the callbacks of due timers at once, in time order, with
-    ``now()`` set to each timer's time; the coroutines they wake run when the
-    caller next yields to the loop (``await asyncio.sleep(0)``).
-    """
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-        self._timers: list[_FakeTimer] = []
-        self._seq = itertools.count()
-
-    def now(self) -> float:
-        return self._now
-
-    def call_at(self, when: float, callback: Callable[[], object]) -> Timer:
-        if when <= self._now:
-            # Like the loop's call_at with a past time: run soon, not synchronously.
-            return asyncio.get_running_loop().call_soon(callback)
-        timer = _FakeTimer(when, next(self._seq), callback)
-        heapq.heappush(self._timers, timer)
-        return timer
-
-    async def sleep(self, seconds: float) -> None:
-        wake = asyncio.Event()
-        timer = self.call_at(self._now + seconds, wake.set)
-        try:
-            await wake.wait()
-        finally:
-            timer.cancel()
-
-    def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError("time only moves forward")
-        target = self._now + seconds
-        while self._timers and self._timers[0].when <= target:
-            timer = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                self._now = max(self._now, timer.when)
-                timer.callback()
-        self._now = target
-
-    @property
-    def pending_timers(self) -> int:
-        return sum(not t.cancelled for t in self._timers)
 
 
 def resolve(config: BatchingConfig, backend: str, workers: int) -> BatchingConfig:
@@ -156,29 +68,13 @@ def resolve(config: BatchingConfig, backend: str, workers: int) -> BatchingConfi
     )
 
 
-@dataclass(eq=False)
-class _Request(Generic[T, R]):
-    items: Sequence[T]
-    sizes: list[int]
-    deadline: float | None
-    enqueued_at: float
-    future: asyncio.Future[list[R]]
-    results: list[Any]
-    next: int = 0  # the first item not yet handed to a batch
-    unanswered: int = 0  # items handed to a batch whose result has not come back
-    queued_bytes: int = 0
-    queued: bool = True  # some items still wait in the queue
-
-    @property
-    def started(self) -> bool:
-        return self.next > 0
-
-
-class Batcher(Generic[T, R]):
+class Batcher(BatchQueue[T, R]):
     """Groups the items of many concurrent ``submit`` calls into batches.
 
     ``run_batch(items)`` must return one result per item, in order. The
     dispatcher task starts on ``start()`` or lazily on the first ``submit``.
+    The queue, its bounds and its accounting are ``BatchQueue``'s; this class
+    cuts batches from it and runs them.
     """
 
     def __init__(
@@ -199,29 +95,12 @@ class Batcher(Generic[T, R]):
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         if config.max_batch_items < 1:
             raise ValueError("max_batch_items must be >= 1 (batching.resolve makes 0 concrete)")
+        super().__init__(config, clock, metrics, held, lane)
         self._run_batch = run_batch
-        self._config = config
         self._size_of = size_of
         self._concurrency = concurrency
-        self._clock: Clock = clock or MonotonicClock()
-        self._metrics = metrics
-        self._lane = lane
-        self._queue: deque[_Request[T, R]] = deque()
-        self._queued_items = 0
-        self._queued_bytes = 0
-        self._held = held or HeldBytes(config.max_inflight_bytes)
-        self._closing = False
-        self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._batches: set[asyncio.Task[None]] = set()
-
-    @property
-    def queued_items(self) -> int:
-        return self._queued_items
-
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued_bytes
 
     @property
     def running_batches(self) -> int:
@@ -261,67 +140,6 @@ class Batcher(Generic[T, R]):
             if timer is not None:
                 timer.cancel()
 
-    def _admit(
-        self, items: Sequence[T], sizes: list[int], deadline: float | None,
-        reservation: Reservation | None,
-    ) -> _Request[T, R]:
-        """Queue a request, or refuse it (Overloaded, DeadlineExceeded, ShuttingDown)."""
-        cfg = self._config
-        if self._closing:
-            self._shed("shutdown")
-            raise ShuttingDown("the batcher is closing and takes no new requests")
-        count, nbytes = len(items), sum(sizes)
-        never = count > cfg.max_queue_items or nbytes > cfg.max_queue_bytes
-        if (never or self._queued_items + count > cfg.max_queue_items
-                or self._queued_bytes + nbytes > cfg.max_queue_bytes):
-            self._shed("queue_full")
-            why = ("can never fit the queue" if never else
-                   f"does not fit: queue full with {self._queued_items} items, "
-                   f"{self._queued_bytes} bytes")
-            raise Overloaded(
-                f"request of {count} items, {nbytes} bytes {why} "
-                f"(max_queue_items={cfg.max_queue_items}, max_queue_bytes={cfg.max_queue_bytes})"
-            )
-        now = self._clock.now()
-        waited = self._oldest_wait(now)
-        if cfg.max_queue_wait_ms > 0 and waited * 1000 > cfg.max_queue_wait_ms:
-            self._shed("queue_wait")
-            raise Overloaded(
-                f"the oldest queued file has waited {waited * 1000:.0f} ms "
-                f"(max_queue_wait_ms={cfg.max_queue_wait_ms:g})"
-            )
-        if deadline is not None and deadline <= now:
-            self._shed("deadline")
-            raise DeadlineExceeded("the deadline had passed before the request was queued")
-        extra = nbytes - (reservation.nbytes if reservation is not None else 0)
-        if extra > 0 and not self._held.try_take(extra):
-            self._shed("inflight_bytes")
-            raise Overloaded(
-                f"request of {nbytes} bytes does not fit: {self._held.held} bytes held "
-                f"(max_inflight_bytes={self._held.limit})"
-            )
-        if reservation is not None:
-            self._held.release(max(0, -extra))  # held more than the items need
-            reservation.hand_over()
-        # From here the bytes are released as the items leave: by their batch
-        # (``_run``) or off the queue (``_unqueue``).
-        self.start()
-        request: _Request[T, R] = _Request(
-            items, sizes, deadline, now, asyncio.get_running_loop().create_future(),
-            [None] * count, queued_bytes=nbytes,
-        )
-        self._queue.append(request)
-        self._queued_items += count
-        self._queued_bytes += nbytes
-        self._changed()
-        return request
-
-    def _oldest_wait(self, now: float) -> float:
-        """Seconds the oldest request still queued has waited (0 when none is)."""
-        for request in self._queue:
-            if request.queued:
-                return max(0.0, now - request.enqueued_at)
-        return 0.0
 
     async def close(self, drain: bool = True) -> None:
         """Refuse new requests; then finish the accepted ones (``drain``) or refuse
@@ -373,7 +191,7 @@ class Batcher(Generic[T, R]):
         """Cut one batch from the head of the queue and start it."""
         cfg = self._config
         items: list[T] = []
-        owners: list[tuple[_Request[T, R], int]] = []
+        owners: list[tuple[Request[T, R], int]] = []
         nbytes = 0
         while self._queue and len(items) < cfg.max_batch_items:
             request = self._queue[0]
@@ -417,7 +235,7 @@ class Batcher(Generic[T, R]):
         self._wake.set()  # a slot is free
 
     async def _run(
-        self, items: list[T], owners: list[tuple[_Request[T, R], int]], nbytes: int
+        self, items: list[T], owners: list[tuple[Request[T, R], int]], nbytes: int
     ) -> None:
         m = self._metrics
         if m is not None:
@@ -445,43 +263,8 @@ class Batcher(Generic[T, R]):
             if not request.queued and request.unanswered == 0 and not request.future.done():
                 request.future.set_result(cast("list[R]", request.results))
 
-    def _fail(self, owners: list[tuple[_Request[T, R], int]], exc: BaseException) -> None:
+    def _fail(self, owners: list[tuple[Request[T, R], int]], exc: BaseException) -> None:
         for request in {request for request, _ in owners}:
             # Its later items are no use once it has failed.
             self._unqueue(request, exc, None)
 
-    def _expire(self, request: _Request[T, R]) -> None:
-        if request.queued and not request.started:
-            self._unqueue(request, DeadlineExceeded(
-                "the deadline passed while the request waited in the queue"), "deadline")
-
-    def _unqueue(self, request: _Request[T, R], exc: BaseException | None,
-                 reason: str | None) -> None:
-        """Take the request's remaining items off the queue and fail it with ``exc``.
-
-        ``reason`` is counted as shed only when none of its items had started.
-        Removal from the deque is lazy: the dispatcher drops dead entries."""
-        if request.queued:
-            request.queued = False
-            self._queued_items -= len(request.items) - request.next
-            self._queued_bytes -= request.queued_bytes
-            self._held.release(request.queued_bytes)
-            request.queued_bytes = 0
-            if reason is not None and not request.started:
-                self._shed(reason)
-            self._changed()
-        if exc is not None and not request.future.done():
-            request.future.set_exception(exc)
-
-    def _changed(self) -> None:
-        m = self._metrics
-        if m is not None:
-            if self._lane == "light":
-                m.queue_depth.set(self._queued_items)
-                m.queue_bytes.set(self._queued_bytes)
-            m.lane_queue_depth.labels(self._lane).set(self._queued_items)
-        self._wake.set()
-
-    def _shed(self, reason: str) -> None:
-        if self._metrics is not None:
-            self._metrics.shed.labels(reason).inc()

@@ -26,7 +26,7 @@ def _bind(host: str, port: int) -> str:
 
 def _security(config: Config) -> str:
     from appliance.security import ProbeGuard, Security
-    from appliance.server import check_transport
+    from appliance.security.transport import check_transport
 
     security = Security.make(config.security, ProbeGuard(1, 1, lambda _: 0))
     check_transport(config, security)

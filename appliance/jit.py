@@ -1,10 +1,11 @@
 """numba's CPU compilation, as every host kernel of the package uses it.
 
 The index kernels (``index.exact``, ``index.mih``) and the PDQ hasher's
-(``hashers.pdq``) are compiled alike: on first call, then from numba's disk
-cache (keyed by the kernel's own source file, not this one), releasing the
-GIL so that callers on several threads run in parallel. ``prefetch`` is the
-one LLVM intrinsic they use (``index.mih``'s probes).
+(``hashers.pdq_downsample``, ``hashers.pdq_bits``) are compiled alike: on first
+call, then from numba's disk cache (keyed by the kernel's own source file, not
+this one), releasing the GIL so that callers on several threads run in
+parallel. ``prefetch`` is the one LLVM intrinsic they use (``index.mih``'s
+probes).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 ``create_server(config)`` builds and starts a server (tests bind port 0 and
 talk to it in-process); ``serve(config)`` runs one until SIGTERM or SIGINT.
+The started server's handle (health, reload, graceful stop) is ``handle``'s;
+the transport checks and the reflection guard are ``security.transport``'s.
 The health status is NOT_SERVING until the lists are loaded, and again only
 when the service truly cannot take work (no decode worker can be started):
 overload is answered by shedding requests, never by going unhealthy. Match
@@ -11,7 +13,6 @@ and Lookup answer UNAVAILABLE until the lists load; Hash works from the start.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import signal
@@ -34,31 +35,27 @@ from appliance.audit import AuditLog
 from appliance.backend import make_pipeline, select_backend
 from appliance.batching import Batcher, Clock, MonotonicClock, resolve
 from appliance.config import Config
-from appliance.errors import ConfigError, RequestFault
+from appliance.errors import ConfigError
+from appliance.handle import SERVICE_NAME, ServerHandle, first_load, set_status, watch_health
 from appliance.index.snapshot import match_radius
 from appliance.intake import Lanes, Work, run_work, size_of
 from appliance.loading import Catalog, Loaded
 from appliance.metrics import Metrics
-from appliance.metrics_http import MetricsServer, start_metrics_server
+from appliance.metrics_http import start_metrics_server
 from appliance.pipeline import Pipeline
 from appliance.reloader import ListManager, describe
 from appliance.results import ItemResult
 from appliance.security import ProbeGuard, Security
 from appliance.security.tls import TlsFiles, metrics_context
+from appliance.security.transport import REFLECTION, AdminOnly, check_transport
 from appliance.servicer import IDENTITY, REQUEST_ID, App, ApplianceService
-from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 from appliance.warmup import compile_kernels
 
 log = logging.getLogger("appliance.server")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Appliance"].full_name
 # Protobuf framing around the file bytes of one request.
 _MESSAGE_OVERHEAD = 1 << 20
-# How often health looks at the decode workers.
-_HEALTH_EVERY = 2.0
-# At shutdown, once every admitted RPC has answered: time for the answers to go out.
-_FLUSH_SECONDS = 0.5
 # A start that takes longer says why (numba compiling after an install). A
 # warm start takes 1 to 2 s on two cores (the decode workers' zygote), and
 # should not claim to be compiling.
@@ -67,205 +64,10 @@ _SLOW_START = 3.0
 _HEAVY_QUEUE_ITEMS = 64
 _HEAVY_QUEUE_WAIT_MS = 10_000.0
 
-__all__ = ["IDENTITY", "REQUEST_ID", "ServerHandle", "create_server", "serve"]
-
-
-@dataclass
-class ServerHandle:
-    """A started server: its ports, its state, and how to stop it."""
-
-    server: grpc.aio.Server
-    port: int
-    metrics_port: int | None
-    app: App
-    health: health_aio.HealthServicer
-    _metrics_server: MetricsServer | None = None
-    _metrics_tls: Any = None
-    _tasks: tuple[asyncio.Task[None], ...] = ()
-    _load_task: asyncio.Task[None] | None = None
-    serving: bool = False
-
-    async def wait_ready(self) -> Loaded:
-        """Wait until the lists are loaded; raises RuntimeError if loading failed."""
-        if self._load_task is not None:
-            await asyncio.shield(self._load_task)
-        if self.app.lists.loaded is None:
-            raise RuntimeError(self.app.lists.error or "lists are not loaded")
-        return self.app.lists.loaded
-
-    async def reload(self, reason: str = "reloaded") -> tuple[bool, str]:
-        """Reload the lists (SIGHUP, tests); the old snapshot serves until the swap."""
-        return await self.app.lists.reload(reason)
-
-    async def reload_all(self, reason: str) -> None:
-        """SIGHUP: the identities, the certificates (both ports), the audit log's
-        file (logrotate moved it: a new one continues the chain), the lists."""
-        app = self.app
-        app.security.reload()
-        if app.audit is not None:
-            try:
-                await asyncio.get_running_loop().run_in_executor(None, app.audit.reopen)
-            except Exception as exc:
-                log.error("audit log not reopened, the current file is kept: %s", exc)
-        if self._metrics_server is not None and self._metrics_tls is not None:
-            try:
-                files = app.security.config
-                self._metrics_tls.load_cert_chain(files.tls_cert, files.tls_key)
-            except Exception as exc:
-                log.error("metrics TLS certificate not reloaded, the old one serves: %s", exc)
-        await self.reload(reason)
-
-    async def set_health(self) -> None:
-        """SERVING when the lists are loaded and decoding works, else NOT_SERVING."""
-        app = self.app
-        healthy = app.pipeline.decoders.healthy
-        app.metrics.decode_workers_healthy.set(1 if healthy else 0)
-        serving = app.lists.loaded is not None and healthy and not app.closing
-        if serving != self.serving:
-            self.serving = serving
-            status = health_pb2.HealthCheckResponse.SERVING if serving else \
-                health_pb2.HealthCheckResponse.NOT_SERVING
-            await _set_health(self.health, status)
-            if app.lists.loaded is not None and not app.closing:
-                log.warning("health: %s", "SERVING again" if serving else
-                            "NOT_SERVING: no decode worker can be started")
-
-    async def stop(self, grace: float | None = None) -> None:
-        """Graceful shutdown: NOT_SERVING, new requests refused (UNAVAILABLE), every
-        accepted request finished and answered, within ``grace`` seconds; what is
-        still running after that is stopped (decode workers killed) and cancelled."""
-        app = self.app
-        grace = app.config.server.grace_seconds if grace is None else grace
-        await self.health.enter_graceful_shutdown()
-        app.closing = True
-        for task in (self._load_task, *self._tasks):
-            if task is not None and not task.done():
-                task.cancel()
-        # Drain first, with the server still up: the queue empties and every
-        # admitted RPC sends its answer, while new RPCs get a clean UNAVAILABLE.
-        # Only then does the gRPC server stop (it cancels what is left).
-        end = time.monotonic() + grace
-        drain = asyncio.ensure_future(app.lanes.close(drain=True))
-        try:
-            await asyncio.wait_for(asyncio.shield(drain), timeout=grace)
-            while app.admitted and time.monotonic() < end:
-                await asyncio.sleep(0.005)
-        except TimeoutError:
-            pass
-        if app.admitted or not drain.done():
-            log.warning("shutdown: %d requests still running after %.1f s of grace; "
-                        "they are stopped", app.admitted, grace)
-        # Out of grace: decodes still running are killed (their files fail at
-        # once) and what is still queued is refused, so nothing outlives it.
-        app.pipeline.close()
-        if not drain.done():
-            await app.lanes.close(drain=False)
-            await drain
-        # Every admitted RPC has answered: what is left (health Watch streams,
-        # which never end by themselves) is cancelled after a moment to flush
-        # the last answers, rather than holding the exit for the whole grace.
-        await self.server.stop(min(_FLUSH_SECONDS, max(0.0, end - time.monotonic())))
-        if self._metrics_server is not None:
-            await self._metrics_server.close()
-        await _shut_down(app, max(1.0, end - time.monotonic()))
-        app.lists.close()
-        if app.audit is not None:
-            await asyncio.get_running_loop().run_in_executor(None, app.audit.close)
-
-
-async def _shut_down(app: App, timeout: float) -> None:
-    """Stop the thread pools, waiting at most ``timeout`` for their threads (with
-    decode workers killed they end at once; an inline decode cannot be stopped)."""
-    pools = (app.batch_pool, app.pool, app.intake_pool, app.lookup_pool)
-    loop = asyncio.get_running_loop()
-
-    def join() -> None:
-        for pool in pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    try:
-        await asyncio.wait_for(loop.run_in_executor(None, join), timeout)
-    except TimeoutError:
-        log.warning("shutdown: worker threads still busy after %.1f s; not waiting", timeout)
-
-
-async def _set_health(servicer: health_aio.HealthServicer, status: int) -> None:
-    for service in ("", SERVICE_NAME):
-        await servicer.set(service, status)
-
-
-async def _first_load(handle: ServerHandle) -> None:
-    await handle.app.lists.reload("loaded")
-    await handle.set_health()
-
-
-async def _watch_health(handle: ServerHandle) -> None:
-    """Health follows the decode workers: when none can be started (the zygote
-    fails), NOT_SERVING, and SERVING again once starting them works."""
-    loop = asyncio.get_running_loop()
-    decoders = handle.app.pipeline.decoders
-    while True:
-        await asyncio.sleep(_HEALTH_EVERY)
-        if not decoders.healthy:
-            try:
-                await loop.run_in_executor(handle.app.intake_pool, decoders.start)
-            except Exception as exc:  # the zygote still cannot start: say so, try again
-                log.error("decode workers cannot be started: %s", exc)
-        await handle.set_health()
-
-
-_REFLECTION = "/grpc.reflection."
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_transport(config: Config, security: Security) -> None:
-    """Plaintext only on loopback, unless the configuration says a sidecar does TLS."""
-    host = config.server.host
-    if security.certificates is None and not config.security.allow_insecure \
-            and not _loopback(host):
-        raise ConfigError(
-            f"serving on {host} without TLS: give security.tls_cert and tls_key "
-            "(--tls-cert, --tls-key), or set security.allow_insecure = true when a sidecar "
-            "or mesh terminates TLS in front of the appliance")
-
-
-class AdminOnly(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Methods under ``prefix`` (reflection) for identities with the admin scope."""
-
-    def __init__(self, security: Security, prefix: str) -> None:
-        self._security = security
-        self._prefix = prefix
-
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(self._prefix) \
-                or handler.stream_stream is None:
-            return handler
-        inner, security = handler.stream_stream, self._security
-
-        async def guarded(requests: Any, context: Any) -> Any:
-            try:
-                identity = security.authenticate(context)
-            except RequestFault as fault:
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(fault))
-            if not identity.allows("admin"):
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                    f"reflection is for admin identities; {identity.name!r} "
-                                    "is not one")
-            async for response in inner(requests, context):
-                yield response
-
-        return grpc.stream_stream_rpc_method_handler(
-            guarded, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+__all__ = [
+    "IDENTITY", "REQUEST_ID", "SERVICE_NAME", "ServerHandle", "check_transport", "create_server",
+    "serve",
+]
 
 
 async def _warm_up(pipeline: Pipeline) -> None:
@@ -402,7 +204,7 @@ async def create_server(
     max_message = max(limits.max_file_bytes, limits.max_request_bytes) + _MESSAGE_OVERHEAD
     server = grpc.aio.server(
         # Reflection lists the services: for admin identities only.
-        interceptors=[AdminOnly(security, _REFLECTION)],
+        interceptors=[AdminOnly(security, REFLECTION)],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", limits.max_response_bytes),
@@ -414,7 +216,7 @@ async def create_server(
     pb_grpc.add_ApplianceServicer_to_server(ApplianceService(app), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await set_status(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME),
@@ -444,8 +246,8 @@ async def create_server(
                               f"{config.server.metrics_port}: {exc.strerror or exc}") from exc
         handle.metrics_port = handle._metrics_server.port
     await server.start()
-    handle._load_task = asyncio.create_task(_first_load(handle))
-    tasks = [asyncio.create_task(_watch_health(handle))]
+    handle._load_task = asyncio.create_task(first_load(handle))
+    tasks = [asyncio.create_task(watch_health(handle))]
     if config.server.watch_lists_seconds > 0:
         tasks.append(asyncio.create_task(app.lists.watch(config.server.watch_lists_seconds)))
     handle._tasks = tuple(tasks)

@@ -174,7 +174,7 @@ def finish(plane, offsets, heights, widths, dct, hashes, qualities):  # type: ig
     # One hash per variant: the image as is, or its 8 rotations/flips (the
     # reference's order) when hashes has 8 rows per image. A rotation or flip
     # transposes B and negates odd-frequency rows or columns (see the CPU twin's
-    # _dihedral_bits); each variant is thresholded at its own median.
+    # hashers.pdq_bits.dihedral_bits); each variant is thresholded at its own median.
     nvar = hashes.shape[0] // qualities.shape[0]
     for variant in range(nvar):
         for o in range(tid, 256, nthreads):
