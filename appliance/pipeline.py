@@ -373,8 +373,12 @@ def match_results(
         radius = match_radius(signal, snapshot.matching)
         for (result, value), found in zip(pairs, hits, strict=True):
             for hit in found:
-                hit = replace(hit, variant=value.variant)
+                if hit.variant != value.variant:  # replace() is slow: a Lookup has 100k hits
+                    hit = replace(hit, variant=value.variant)
                 (result.near if hit.distance > radius else result.matches).append(hit)
     for result in results:
-        result.matches = suppress_allowed(_best_per_entry(result.matches))
-        result.near = _best_per_entry(result.near)
+        # Most results have no hit or one (a Lookup's 100k hashes): nothing to choose.
+        if len(result.matches) > 1:
+            result.matches = suppress_allowed(_best_per_entry(result.matches))
+        if len(result.near) > 1:
+            result.near = _best_per_entry(result.near)
