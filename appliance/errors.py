@@ -39,6 +39,15 @@ class ItemCode:
     # the file's wait ran out: try again later.
     OVERLOADED = "OVERLOADED"
     UNSUPPORTED_IMAGE = "UNSUPPORTED_IMAGE"
+    # Videos (appliance.video; not yet produced by the server). No allowed
+    # container, or no video stream in it (audio only): digests kept.
+    NOT_A_VIDEO = "NOT_A_VIDEO"
+    # A header FFmpeg cannot read, a stream that breaks, or no decodable frame.
+    CORRUPT_VIDEO = "CORRUPT_VIDEO"
+    # Over limits.max_video_seconds or limits.max_video_frames.
+    VIDEO_TOO_LONG = "VIDEO_TOO_LONG"
+    # A frame over limits.max_video_pixels.
+    VIDEO_TOO_LARGE = "VIDEO_TOO_LARGE"
     UNKNOWN_SIGNAL = "UNKNOWN_SIGNAL"
     NOT_COMPUTABLE = "NOT_COMPUTABLE"
     MALFORMED_HASH = "MALFORMED_HASH"

@@ -30,6 +30,7 @@ from typing import (
 )
 
 from appliance.signals import options as signal_options
+from appliance.video.limits import VideoLimits
 
 Backend = Literal["auto", "cpu", "gpu", "gpu-sim"]
 Isolation = Literal["process", "inline"]
@@ -171,7 +172,7 @@ class GpuConfig:
 
 
 @dataclass(frozen=True)
-class LimitsConfig:
+class LimitsConfig(VideoLimits):
     """What one file, one request and all decodes together may cost.
 
     Every file is hostile until decoded within its budget (appliance.decode,
