@@ -340,11 +340,6 @@ def _internal(item: Item, exc: BaseException) -> ItemResult:
     )
 
 
-def matchable(items: Sequence[Item], results: Sequence[ItemResult]) -> list[ItemResult]:
-    """The results to match: of items that ask for it and were processed."""
-    return [r for _, r in matchable_items(items, results)]
-
-
 def matchable_items(items: Sequence[Item], results: Sequence[ItemResult]
                     ) -> list[tuple[Item, ItemResult]]:
     """(item, result) of the items that ask for matching and were processed."""

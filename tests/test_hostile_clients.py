@@ -27,7 +27,7 @@ from appliance.sandbox import InlineDecoders
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 from tests import hostile
-from tests.helpers import ServerThread, encode, make_config, synthetic_image
+from tests.helpers import encode, make_config, synthetic_image
 
 
 def _until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
@@ -63,21 +63,6 @@ class _Stall:
     def __iter__(self) -> Iterator[pb.Chunk]:
         yield pb.Chunk(id="stalled", data=self.data)
         self.release.wait(60)
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ServerThread]]:
-    started: list[ServerThread] = []
-
-    def start(config: Config) -> ServerThread:
-        srv = ServerThread(config)
-        srv.wait_ready()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
 
 
 def test_stalled_streams_lock_out_nothing(serve) -> None:

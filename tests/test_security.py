@@ -10,7 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from appliance.security.identities import Identities
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
 from tests.certs import Authority, Pair, subject
-from tests.helpers import ServerThread, make_config
+from tests.helpers import make_config
 
 TOKENS = {"uploads": "t-uploads", "ops": "t-ops", "slow": "t-slow", "edge": "t-edge"}
 
@@ -52,21 +52,6 @@ def _identities(path: Path, extra: str = "") -> Path:
 def _config(**security: Any) -> Config:
     config = make_config()
     return replace(config, security=SecurityConfig(**security))
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Config], ServerThread]]:
-    started: list[ServerThread] = []
-
-    def start(config: Config) -> ServerThread:
-        srv = ServerThread(config)
-        srv.wait_ready()
-        started.append(srv)
-        return srv
-
-    yield start
-    for srv in started:
-        srv.stop()
 
 
 def _auth(who: str) -> tuple[tuple[str, str], ...]:

@@ -10,6 +10,8 @@ kernel test fail, with the reason, and ``gpu`` tests are never skipped."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -77,3 +79,17 @@ def xp() -> Any:
 
         return cupy
     return np
+
+
+@pytest.fixture(scope="module")
+def backend() -> Any:
+    """The GPU backend the kernel tests run on: the device, or gpu-sim."""
+    from appliance.backend import select_backend  # only where kernel tests run
+
+    return select_backend("gpu" if GPU else "gpu-sim")
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(2) as p:
+        yield p

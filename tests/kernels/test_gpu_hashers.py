@@ -10,18 +10,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from appliance.backend import Backend, select_backend
+from appliance.backend import Backend
 from appliance.errors import ConfigError
 from appliance.gpu import hashers
 from appliance.gpu.pipeline import device_hashers
 from appliance.signals import SIGNALS
 from tests.imaging import synthetic_image
-from tests.kernels.conftest import GPU
-
-
-@pytest.fixture(scope="module")
-def backend() -> Backend:
-    return select_backend("gpu" if GPU else "gpu-sim")
 
 
 def test_every_device_group_of_the_registry_has_its_hasher() -> None:

@@ -13,7 +13,6 @@ Images stay tiny: the simulator runs every CUDA thread as a Python thread.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from appliance.backend import Backend, make_pipeline, select_backend
+from appliance.backend import Backend, make_pipeline
 from appliance.config import Config, GpuConfig, HashingConfig, MatchingConfig
 from appliance.gpu.index import DeviceIndex
 from appliance.gpu.pipeline import GpuFault, GpuPipeline
@@ -33,22 +32,10 @@ from appliance.pipeline import Pipeline
 from appliance.results import Item, ItemResult
 from appliance.work import Work
 from tests.imaging import encode, synthetic_image
-from tests.kernels.conftest import GPU
 
 SIGNALS = ("md5", "sha1", "sha256", "pdq", "phash", "dhash")
 STRICT = Config(gpu=GpuConfig(strict=True))
 STAGES = ["upload", "lookup", "digest", "perceptual", "match"]
-
-
-@pytest.fixture(scope="module")
-def backend() -> Backend:
-    return select_backend("gpu" if GPU else "gpu-sim")
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(2) as p:
-        yield p
 
 
 def _images() -> list[tuple[str, bytes]]:

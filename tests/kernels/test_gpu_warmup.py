@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from appliance.backend import Backend, make_pipeline, select_backend
+from appliance.backend import Backend, make_pipeline
 from appliance.config import Config, GpuConfig, LimitsConfig, MatchingConfig
 from appliance.gpu.pipeline import GpuFault, GpuPipeline
 from appliance.gpu.warmup import KernelCheckFailed
@@ -20,11 +20,6 @@ from appliance.server import create_server
 from kernels import digests, hamming
 from tests.helpers import make_config
 from tests.kernels.conftest import GPU
-
-
-@pytest.fixture(scope="module")
-def backend() -> Backend:
-    return select_backend("gpu" if GPU else "gpu-sim")
 
 
 def _pipeline(backend: Backend, strict: bool, dihedral: bool = False) -> GpuPipeline:

@@ -6,19 +6,17 @@ answered by the CPU)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from appliance.backend import Backend, make_pipeline, select_backend
+from appliance.backend import Backend, make_pipeline
 from appliance.config import Config, GpuConfig, LimitsConfig
 from appliance.metrics import Metrics
 from appliance.pipeline import Pipeline
 from appliance.results import Item
 from appliance.signals import SIGNALS, SignalType, resolve
 from tests.imaging import encode, synthetic_image
-from tests.kernels.conftest import GPU
 
 DEVICE = [s for s in SIGNALS.values() if s.device_hasher]
 # Tiny: the simulator runs every CUDA thread as a Python thread. Digests also
@@ -28,17 +26,6 @@ FILES = [("png", encode(synthetic_image(5, (40, 32)), "PNG")),
          ("bytes-55", b"x" * 55), ("bytes-64", b"y" * 64), ("bytes-0", b"")]
 CONFIG = Config(limits=LimitsConfig(decode_isolation="inline"),
                 gpu=GpuConfig(strict=True, digest_cpu_min_bytes=1 << 20))
-
-
-@pytest.fixture(scope="module")
-def backend() -> Backend:
-    return select_backend("gpu" if GPU else "gpu-sim")
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[ThreadPoolExecutor]:
-    with ThreadPoolExecutor(2) as p:
-        yield p
 
 
 def test_some_signal_has_a_device_hasher() -> None:
