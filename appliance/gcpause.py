@@ -15,28 +15,16 @@ work runs (a count under a lock, as they overlap) and given back as it was.
 from __future__ import annotations
 
 import gc
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-_paused = 0
-_was_enabled = True
-_pause_lock = threading.Lock()
+from appliance.override import SharedOverride
 
 
-@contextmanager
-def no_cycle_collection() -> Iterator[None]:
-    """Pause the cyclic collector for the ``with`` block (see the module)."""
-    global _paused, _was_enabled
-    with _pause_lock:
-        if _paused == 0:
-            _was_enabled = gc.isenabled()
-            gc.disable()
-        _paused += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _paused -= 1
-            if _paused == 0 and _was_enabled:
-                gc.enable()
+def _switch(on: bool) -> None:
+    if on:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+no_cycle_collection = SharedOverride(gc.isenabled, _switch, False)
+"""``with no_cycle_collection():`` pauses the cyclic collector for the block."""

@@ -13,11 +13,8 @@ the probe is the memory of what is really decoded.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, cast
 
@@ -27,6 +24,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from appliance.decode.layout import Layout
 from appliance.errors import ItemCode, ItemFault
+from appliance.override import SharedOverride
 
 # Compressed PNG text chunks are inflated at open, up to 64 MB by default;
 # nothing here reads them.
@@ -38,41 +36,20 @@ _EXIF_ORIENTATION = 0x0112
 _STRIP_BYTES = 4 << 20
 
 
-class _OwnPixelLimits:
-    """Pillow's decompression-bomb check lifted while a decode of ours runs.
-
-    Pixel limits are ours (probe), checked before any pixel is decoded;
-    Pillow's own check (``Image.MAX_IMAGE_PIXELS``, read by ``Image.open`` and
-    some plugins' loads) would warn, or refuse at another limit. Pillow reads
-    that module global at each check and has no per-call limit, so it is set
-    to None while at least one decode is in a ``with`` block and put back as it
-    was when the last one leaves: a count under a lock, so that decodes on
-    several threads (``limits.decode_isolation = "inline"``) never restore it
-    under one another. Pillow used elsewhere in the process keeps its limit
-    outside our decodes (importing this module changes nothing).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._saved: int | None = None
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._inside == 0:
-                self._saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            self._inside += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._inside -= 1
-                if self._inside == 0:
-                    Image.MAX_IMAGE_PIXELS = self._saved
+def _set_max_pixels(value: int | None) -> None:
+    Image.MAX_IMAGE_PIXELS = value
 
 
-_own_pixel_limits = _OwnPixelLimits()
+# Pillow's decompression-bomb check lifted while a decode of ours runs. Pixel
+# limits are ours (probe), checked before any pixel is decoded; Pillow's own
+# check (``Image.MAX_IMAGE_PIXELS``, read by ``Image.open`` and some plugins'
+# loads) would warn, or refuse at another limit. Pillow reads that module
+# global at each check and has no per-call limit, so it is None while at
+# least one decode is inside and put back as it was after the last (decodes
+# run on several threads with ``limits.decode_isolation = "inline"``). Pillow
+# used elsewhere in the process keeps its limit outside our decodes
+# (importing this module changes nothing).
+_own_pixel_limits = SharedOverride(lambda: Image.MAX_IMAGE_PIXELS, _set_max_pixels, None)
 
 
 class _Reader(io.RawIOBase):
