@@ -314,7 +314,6 @@ class Pipeline:
         self.record(results)
         return results
 
-
     def _hash_batch(self, items: Sequence[Item], pool: Executor) -> list[ItemResult]:
         """The hashes of a batch whose device groups run once over all of it."""
         works = [Work() for _ in items]
