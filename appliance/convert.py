@@ -36,6 +36,7 @@ def hit_to_pb(hit: Hit) -> pb.MatchHit:
         variant=hit.variant,
         kind=hit.kind,
         suppressed=hit.suppressed,
+        scores=dict(hit.scores),
     )
 
 
@@ -93,4 +94,6 @@ def _hit_json(hit: pb.MatchHit) -> dict[str, Any]:
         out["variant"] = hit.variant
     out["kind"] = hit.kind or "block"
     out["suppressed"] = hit.suppressed
+    if hit.scores:
+        out["scores"] = {k: round(v, 6) for k, v in sorted(hit.scores.items())}
     return out

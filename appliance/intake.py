@@ -38,6 +38,7 @@ from appliance.errors import (
 )
 from appliance.hashers.digests import Digester
 from appliance.index.snapshot import Snapshot
+from appliance.media import wanted_signals
 from appliance.metrics import Metrics
 from appliance.pipeline import Pipeline
 from appliance.results import Item, ItemError, ItemResult
@@ -110,18 +111,19 @@ def route(pipeline: Pipeline, items: Sequence[Item]) -> tuple[list[Item], list[b
     it), and whether it takes the heavy lane. Runs in a thread."""
     routed, heavy = [], []
     for item in items:
-        is_heavy = False
         try:
-            names = [n for n in sig.select_computable(item.signals)
-                     if sig.SIGNALS[n].media == "image"]
+            wanted = wanted_signals(item)
         except ItemFault:
-            names = []  # the pipeline reports the bad signal name
+            wanted = ()  # the pipeline reports the bad signal name
+        names = [n for n in wanted if sig.SIGNALS[n].media == "image"]
+        # A video's decode takes seconds: videos never hold up pictures.
+        is_heavy = any(sig.SIGNALS[n].media == "video" for n in wanted)
         if names and 0 < len(item.content) <= pipeline.limits.max_stream_bytes:
             try:
                 layout = pipeline.layout(item)
                 cost = pipeline.cost(layout, names)
                 item = replace(item, layout=layout)
-                is_heavy = cost.picture_bytes > pipeline.limits.heavy_decode_bytes
+                is_heavy = is_heavy or cost.picture_bytes > pipeline.limits.heavy_decode_bytes
             except ItemFault as fault:
                 item = replace(item, layout=fault)
         routed.append(item)

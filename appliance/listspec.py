@@ -24,8 +24,9 @@ def _formats() -> tuple[str, ...]:
     # Imported here: the list parsers (NumPy, SQLite) are not needed to read a
     # configuration, and appliance.lists itself imports appliance.config.
     from appliance.lists import AUTO, FORMATS
+    from appliance.lists.formats.tmk_dir import NAME as TMK_DIR
 
-    return (AUTO, *FORMATS)
+    return (AUTO, *FORMATS, TMK_DIR)
 
 
 @dataclass(frozen=True)

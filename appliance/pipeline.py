@@ -33,6 +33,7 @@ from appliance.decode import Bounds, Cost, Layout, Needs, estimate, probe
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.digests import digest_bytes
 from appliance.index.snapshot import Snapshot, match_radius
+from appliance.media import hash_video, wanted_signals
 from appliance.metrics import Metrics
 from appliance.pixels import PixelJob
 from appliance.results import HashValue, Hit, Item, ItemError, ItemResult, suppress_allowed
@@ -147,7 +148,7 @@ class Pipeline:
         size = len(item.content)
         result = ItemResult(id=item.id, size=size)
         try:
-            wanted = sig.select_computable(item.signals)
+            wanted = wanted_signals(item)
             if size == 0:
                 raise ItemFault(ItemCode.EMPTY, "the file is empty")
             limit = self.limits.max_stream_bytes if item.streamed else self.limits.max_file_bytes
@@ -172,7 +173,15 @@ class Pipeline:
         pixel_names = [n for n in wanted if sig.SIGNALS[n].media == "image"]
         if pixel_names:
             self._hash_pixels(item, pixel_names, result, work, defer)
+        video_names = [n for n in wanted if sig.SIGNALS[n].media == "video"]
+        if video_names:
+            hash_video(self, item, video_names, result, work)
         return result
+
+    def wait_until(self, item: Item) -> float:
+        """Until when (time.monotonic) a decode of ``item`` may wait for room in the budget."""
+        wait = time.monotonic() + self.limits.max_decode_wait_seconds
+        return wait if item.deadline is None else min(wait, item.deadline)
 
     def layout(self, item: Item) -> Layout:
         """The file's structure (probed now unless the server did), or ItemFault."""
@@ -215,10 +224,8 @@ class Pipeline:
             fast = self.hashing.fast_min_side if self.hashing.pdq_mode == "fast" else None
             job = PixelJob(tuple(names), self.pdq_dihedral, self.hashing.exif_orientation,
                            fast, export=export)
-            wait = time.monotonic() + lim.max_decode_wait_seconds
-            if item.deadline is not None:
-                wait = min(wait, item.deadline)
-            with self.budget.hold(cost.memory, wait, keep=cost.exported) as kept:
+            with self.budget.hold(cost.memory, self.wait_until(item),
+                                  keep=cost.exported) as kept:
                 out = self.decoders.run(item.content, layout, job, cost,
                                         lim.max_decode_seconds, item.deadline)
                 if export and out.images:

@@ -50,6 +50,8 @@ class Hit:
     kind: str = "block"
     # A block hit on a file that an allow list also matched: reported, not a match.
     suppressed: bool = False
+    # The video signals' scores, (name, value) pairs: see MatchHit.scores.
+    scores: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -64,13 +64,16 @@ class Work:
     device: dict[str, list[list[HashValue]]] = field(default_factory=dict)
     # Decode budget the pixels hold until the device has hashed them.
     held: int = 0
+    # The video signals' values (appliance.media), after the pixels'.
+    video_hashes: list[HashValue] = field(default_factory=list)
 
     def finish(self, result: ItemResult) -> None:
-        """``result.hashes`` in the CPU path's order: the digests, then the pixels."""
+        """``result.hashes`` in the CPU path's order: the digests, the pixels, the video."""
         if result.error is not None:
             return
         result.hashes = [HashValue(n, self.values[n]) for n in self.digest_names]
         result.hashes += assemble(self.pixel_names, self.pixel_hashes, self.device)
+        result.hashes += self.video_hashes
         if not result.hashes and result.skipped:
             # Nothing that was asked for could be made: the item as a whole failed.
             result.error = next(iter(result.skipped.values()))

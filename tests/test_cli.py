@@ -84,7 +84,7 @@ def test_hash_signals_flag(images: list[Path]) -> None:
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         "appliance: error: --signals: unknown signal 'bogus'; known: md5, sha1, sha256, pdq, "
-        "phash, dhash, ahash, whash, photodna"]
+        "phash, dhash, ahash, whash, photodna, tmk, vpdq"]
 
 
 def test_match_with_a_list(images: list[Path], tmp_path: Path) -> None:

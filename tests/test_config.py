@@ -161,6 +161,12 @@ SERVE_FLAGS = {
     "--decode-isolation": "limits.decode_isolation",
     "--pdq-threshold": "matching.pdq_threshold",
     "--pdq-quality-min": "matching.pdq_quality_min", "--dihedral": "matching.pdq_dihedral",
+    "--tmk-level1": "matching.tmk_level1", "--tmk-level2": "matching.tmk_level2",
+    "--vpdq-threshold": "matching.vpdq_threshold",
+    "--vpdq-quality-min": "matching.vpdq_quality_min",
+    "--vpdq-query-percent": "matching.vpdq_query_percent",
+    "--vpdq-compared-percent": "matching.vpdq_compared_percent",
+    "--vpdq-seconds-per-hash": "hashing.vpdq_seconds_per_hash",
 }
 
 
@@ -172,8 +178,8 @@ def _other_value(s: Setting) -> Any:
         return next(c for c in s.choices if c != s.default)
     if s.type is int:
         return s.default + 1
-    if s.type is float:
-        return s.default + 1.5
+    if s.type is float:  # halved: scores and percentages have upper bounds
+        return s.default / 2 if s.default else 0.5
     return f"/etc/appliance/{s.name}"
 
 

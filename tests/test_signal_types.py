@@ -12,6 +12,7 @@ are refused. The GPU twin of the hashing test is tests/kernels/test_signal_types
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from collections.abc import Callable, Iterator
@@ -33,6 +34,9 @@ from appliance.lists import parse_csv
 from appliance.pipeline import Pipeline
 from appliance.results import Item
 from appliance.signals import SIGNALS, Option, SignalType, _checked, resolve
+from appliance.signals.base import DISTANCE_KINDS
+from appliance.video import vpdq_format
+from appliance.video.tmk import TmkFeatures
 from tests.imaging import encode, synthetic_image
 
 ALL = list(SIGNALS.values())
@@ -92,8 +96,9 @@ def test_examples_parse_and_format_back(signal: SignalType) -> None:
     assert signal.examples, f"{signal.name} has no examples"
     for example in signal.examples:
         value = signal.parse(example)
-        assert len(value) == signal.nbytes and signal.format(value) == example
-        assert signal.parse(f" {example.upper()} ") == value
+        assert signal.fits(len(value)) and signal.format(value) == example
+        hexed = example == value.hex()  # hex is read in any case; base64 and JSON are not hex
+        assert signal.parse(f" {example.upper() if hexed else example} ") == value
         for bad in (example[:-1], example + "0", "g" * signal.hex_len, ""):
             with pytest.raises(ItemFault) as info:
                 signal.parse(bad)
@@ -111,6 +116,33 @@ def test_its_hashers_are_found(signal: SignalType) -> None:
         assert module and attribute
 
 
+def _video_reference(name: str) -> Callable[[bytes], None]:
+    """A check of our value of the golden clip against the reference tool's output."""
+    def tmk(value: bytes) -> None:
+        ours = TmkFeatures.from_bytes(value)
+        theirs = TmkFeatures.from_bytes((VIDEO_DATA / f"{CLIP}.tmk").read_bytes())
+        assert ours.frames == theirs.frames
+        assert min(ours.level1(theirs), ours.level2(theirs)) >= 0.999
+
+    def vpdq(value: bytes) -> None:
+        lines = (VIDEO_DATA / f"{CLIP}.vpdq-1s.txt").read_text().split()
+        theirs = [line.split(",") for line in lines]
+        ours = vpdq_format.unpack(value)
+        assert [f.frame for f in ours] == [int(t[0]) for t in theirs]
+        assert [f"{f.seconds:.3f}" for f in ours] == [t[3] for t in theirs]
+        assert [f.quality for f in ours] == [int(t[1]) for t in theirs]
+        assert max(bin(int.from_bytes(f.pdq, "big") ^ int(t[2], 16)).count("1")
+                   for f, t in zip(ours, theirs, strict=True)) <= 6
+    return {"two_level": tmk, "frames": vpdq}[SIGNALS[name].match]
+
+
+VIDEO_DATA = Path(__file__).parent / "data" / "video"
+CLIP = "test-padded-dimensions"
+# The video signals' reference: the golden clip and what the reference tools made of it.
+VIDEO_REFERENCES: dict[str, Callable[[bytes], None]] = {
+    s.name: _video_reference(s.name) for s in COMPUTABLE if s.media == "video"}
+
+
 def cpu_hashes(signal: SignalType, data: bytes, pool: ThreadPoolExecutor
                ) -> tuple[bytes, int | None]:
     """The CPU pipeline's value (and quality) of ``signal`` for ``data``."""
@@ -124,6 +156,10 @@ def cpu_hashes(signal: SignalType, data: bytes, pool: ThreadPoolExecutor
 @pytest.mark.parametrize("signal", COMPUTABLE, ids=ids)
 def test_it_hashes_a_known_input_as_its_reference(signal: SignalType,
                                                   pool: ThreadPoolExecutor) -> None:
+    if signal.media == "video":
+        value, _ = cpu_hashes(signal, (VIDEO_DATA / f"{CLIP}.mp4").read_bytes(), pool)
+        VIDEO_REFERENCES[signal.name](value)
+        return
     reference = REFERENCES.get(signal.name)
     assert reference is not None, (
         f"signal {signal.name!r} has no reference: add one to REFERENCES in {Path(__file__).name}")
@@ -134,7 +170,9 @@ def test_it_hashes_a_known_input_as_its_reference(signal: SignalType,
 
 
 def _snapshot(signal: SignalType, column: str) -> Snapshot:
-    listing = f"id,category,{column}\ne1,c,{signal.examples[0]}\n".encode()
+    text = io.StringIO()  # the csv module quotes what needs it (vPDQ's JSON)
+    csv.writer(text).writerows([["id", "category", column], ["e1", "c", signal.examples[0]]])
+    listing = text.getvalue().encode()
     return Snapshot([parse_csv(listing, "L")], cfg.MatchingConfig())
 
 
@@ -146,11 +184,17 @@ def test_its_list_column_loads_and_a_value_matches_itself_only(signal: SignalTyp
     snapshot = _snapshot(signal, column.upper())
     assert snapshot.entry_counts() == {("L", signal.name): 1}
     value = signal.parse(signal.examples[0])
-    unrelated = bytes(b ^ 0xFF for b in value)
+    # A second example is unrelated to the first; else every bit flipped.
+    unrelated = (signal.parse(signal.examples[1]) if len(signal.examples) > 1
+                 else bytes(b ^ 0xFF for b in value))
     quality = [100] if signal.quality else None
     [hits] = snapshot.match(signal.name, [value], quality)
+    # A video hit does not repeat its (large) query; its scores say how it matched.
+    query = "" if signal.media == "video" else signal.examples[0]
     assert [(h.entry_id, h.distance, h.signal, h.query) for h in hits] == [
-        ("e1", 0, signal.name, signal.examples[0])]
+        ("e1", 0, signal.name, query)]
+    scores = [score for _, score in hits[0].scores[:2]]
+    assert (scores and min(scores) >= 0.999) if signal.media == "video" else not scores
     assert snapshot.match(signal.name, [unrelated], quality) == [[]]
 
 
@@ -167,7 +211,7 @@ def test_a_value_below_its_quality_gate_does_not_match(signal: SignalType) -> No
 @pytest.mark.parametrize("signal", ALL, ids=ids)
 def test_its_threshold_is_its_match_radius(signal: SignalType) -> None:
     matching = cfg.MatchingConfig()
-    if signal.match == "exact":
+    if signal.match not in DISTANCE_KINDS:  # exact, or decided by the index (video)
         assert signal.threshold(matching) == 0
     else:
         option = signal.option("threshold")
@@ -179,6 +223,9 @@ def _other(option: Option) -> object:
         return not option.default
     if option.choices:
         return next(c for c in option.choices if c != option.default)
+    if isinstance(option.default, float):
+        return option.default + 0.25 if option.high is None or option.default < option.high \
+            else option.default - 0.25
     assert isinstance(option.default, int)
     return option.default + 1 if option.high is None or option.default < option.high else 0
 

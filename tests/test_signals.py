@@ -19,7 +19,9 @@ def test_parse_normalises_and_validates() -> None:
 
 
 def test_registry() -> None:
-    assert sig.DEFAULT_SIGNALS == ("md5", "sha1", "sha256", "pdq")
+    # Of a picture md5, sha1, sha256 and pdq; of a video tmk and vpdq instead
+    # of pdq (appliance.media picks by the file's container).
+    assert sig.DEFAULT_SIGNALS == ("md5", "sha1", "sha256", "pdq", "tmk", "vpdq")
     assert sig.SIGNALS["photodna"].nbytes == 144
     assert sig.select_computable([]) == sig.DEFAULT_SIGNALS
     assert sig.select_computable(["pdq", "md5", "md5"]) == ("md5", "pdq")

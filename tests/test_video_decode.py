@@ -19,47 +19,11 @@ av = pytest.importorskip("av")
 
 from appliance.config import LimitsConfig  # noqa: E402
 from appliance.errors import ItemCode, ItemFault  # noqa: E402
-from appliance.video import VideoLimits  # noqa: E402
+from appliance.video import VideoLimits, synthetic  # noqa: E402
 from appliance.video.decode import Frame, decode_frames, open_video, sniff  # noqa: E402
 
-
-def _has_encoder(name: str) -> bool:
-    try:
-        av.codec.Codec(name, "w")
-    except Exception:
-        return False
-    return True
-
-
-def _source(i: int, width: int, height: int) -> np.ndarray:
-    """Frame i of the synthetic clip: a gradient that moves, a level that steps."""
-    y, x = np.mgrid[0:height, 0:width]
-    base = (x * 255 // max(width - 1, 1) + 8 * i) % 256
-    out = np.stack([base, (y * 255 // max(height - 1, 1)), np.full_like(x, (40 * i) % 256)], -1)
-    return out.astype(np.uint8)
-
-
-def encode(fmt: str, codec: str, *, width: int = 64, height: int = 48, frames: int = 8,
-           rate: int = 25, pix: str = "yuv420p", pts: list[int] | None = None,
-           time_base: Fraction | None = None, rotation: float | None = None,
-           options: dict[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt, options=options or {}) as out:
-        stream = out.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix
-        if time_base is not None:
-            stream.codec_context.time_base = time_base
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(_source(i, width, height), format="rgb24")
-            if pts is not None:
-                frame.pts, frame.time_base = pts[i], time_base
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
+_has_encoder, _source = synthetic.has_encoder, synthetic.clip
+encode = synthetic.encode
 
 
 H264 = "libx264" if _has_encoder("libx264") else "mpeg4"

@@ -16,6 +16,8 @@ signal types (``SignalType.threshold``, ``SignalType.quality_min``).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -26,10 +28,12 @@ from appliance.index.euclidean import EuclideanIndex
 from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found
 from appliance.index.mih import MultiIndexHamming
+from appliance.index.video import FrameIndex, TmkIndex
 from appliance.lists.model import HashList
 from appliance.results import Hit
-from appliance.signals import SIGNALS, MatchKind
+from appliance.signals import SIGNALS, MatchKind, SignalType
 from appliance.signals import get as get_signal
+from appliance.video.vpdq import VpdqRules
 
 
 class Index(Protocol):
@@ -66,7 +70,12 @@ INDEXES: dict[MatchKind, IndexType] = {
     # PhotoDNA: hash lookup at radius 0, a block-sum tree then verification
     # above, brute force where that pays.
     "euclidean": EuclideanIndex,
+    # Video: TMK's level-1 cosine over resident averages, then level 2 of the
+    # candidates; vPDQ's frames in a MultiIndexHamming, counted per entry.
+    "two_level": TmkIndex,
+    "frames": FrameIndex,
 }
+VIDEO_KINDS: tuple[MatchKind, ...] = ("two_level", "frames")
 
 ListKind = Literal["block", "allow"]
 
@@ -162,10 +171,12 @@ class Snapshot:
         if qualities is not None and len(qualities) != len(values):
             raise ValueError(f"{len(qualities)} qualities for {len(values)} values")
         for value in values:
-            if len(value) != spec.nbytes:
+            if not spec.fits(len(value)):
                 raise ValueError(
                     f"{spec.name} values must be {spec.nbytes} bytes, got {len(value)}"
                 )
+        if spec.match in VIDEO_KINDS:
+            return self._match_video(spec, values)
         results: list[list[Hit]] = [[] for _ in values]
         wanted = list(range(len(values)))
         minimum = spec.quality_min(self.matching)
@@ -198,6 +209,28 @@ class Snapshot:
             hits.sort(key=lambda h: (h.distance, h.list, h.entry_id))
         return results
 
+    def _match_video(self, spec: SignalType, values: Sequence[bytes]) -> list[list[Hit]]:
+        """Hits of whole videos: each list's video index scores them by the
+        signal's rule (its options in ``matching``); distance 0, the scores in
+        the hit, best first."""
+        option = partial(_option, self.matching, spec)
+        results: list[list[Hit]] = [[] for _ in values]
+        for index in (x for x in self.indexes if spec.name in x.matchers):
+            matcher: Any = index.matchers[spec.name]
+            if spec.match == "two_level":
+                found = matcher.match(values, float(option("level1")), float(option("level2")))
+            else:
+                found = matcher.match(values, VpdqRules(
+                    int(option("threshold")), int(option("quality_min")),
+                    float(option("query_percent")), float(option("compared_percent"))))
+            for hits, scored in zip(results, found, strict=True):
+                hits.extend(replace(self._hit(spec.name, index, row, 0, ""), scores=scores)
+                            for row, scores in scored)
+        for hits in results:
+            hits.sort(key=lambda h: (-h.scores[-1][1] if spec.match == "two_level"
+                                     else -h.scores[0][1], h.list, h.entry_id))
+        return results
+
     def _hit(self, signal: str, index: ListIndex, row: int, distance: int, query: str) -> Hit:
         hl = index.hash_list
         return Hit(
@@ -210,6 +243,10 @@ class Snapshot:
             query=query,
             kind=index.kind,
         )
+
+
+def _option(matching: MatchingConfig, spec: SignalType, key: str) -> Any:
+    return getattr(matching, spec.field(key))
 
 
 def match_radius(signal: str, matching: MatchingConfig) -> int:

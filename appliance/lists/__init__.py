@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Sequence
 
 from appliance.config import ListKind
@@ -32,6 +33,7 @@ from appliance.lists.formats import (
     stopncii,
     text,
     threatexchange,
+    tmk_dir,
     vics,
 )
 from appliance.lists.integrity import FileInFlux, Reading
@@ -100,7 +102,8 @@ def read_list(
     name it ``name``; then apply each file of ``deltas`` (additions and
     deletions, in any supported format) in order.
 
-    Each file is streamed once: the parser reads it incrementally and its
+    A directory is read as a directory of ``.tmk`` files (format "tmk-dir",
+    ``formats.tmk_dir``). Each file is streamed once: the parser reads it incrementally and its
     SHA-256 is computed on the way; a file that is being written, or changes
     while it is read, is refused (FileInFlux), and a file with a ``.sha256``
     manifest next to it must match it. The version is the first 16 hex digits of
@@ -110,11 +113,17 @@ def read_list(
     file cannot be read, the format is unknown or cannot be told, or the
     content is not a valid list.
     """
-    if fmt != AUTO and fmt not in FORMATS:
+    if fmt != AUTO and fmt not in FORMATS and fmt != tmk_dir.NAME:
         raise ListError(
-            f"list {name!r} ({path}): unknown format {fmt!r}; known: {AUTO}, {', '.join(FORMATS)}"
+            f"list {name!r} ({path}): unknown format {fmt!r}; known: {AUTO}, "
+            f"{', '.join(FORMATS)}, {tmk_dir.NAME}"
         )
     builder = ListBuilder(name, path)
+    if os.path.isdir(path) or fmt == tmk_dir.NAME:
+        # A directory of .tmk files, one entry each (deltas: more files).
+        digest = tmk_dir.read_directory(path, builder)
+        digests = [digest] + [_feed(d, name, AUTO, options, builder)[0] for d in deltas]
+        return builder.build(hashlib.sha256(b"".join(digests)).hexdigest()[:16]), tmk_dir.NAME
     first, fmt = _feed(path, name, fmt, options, builder)
     digests = [first] + [_feed(delta, name, AUTO, options, builder)[0] for delta in deltas]
     if not deltas:

@@ -21,7 +21,8 @@ class SignalColumn:
     """All the values of one signal in one list.
 
     ``rows``: (M,) int64, host memory; the entry row (index into
-    ``HashList.entry_ids``) of each value, ascending.
+    ``HashList.entry_ids``) of each value, ascending (a framed signal's
+    entry has a value per frame: its rows repeat).
     ``values``: (M, signal.nbytes) uint8, host memory, C-contiguous; the raw
     hash bytes (not hex).
 
@@ -84,6 +85,11 @@ class HashList:
         return len(self.entry_ids)
 
     def count(self, signal: str) -> int:
-        """Number of ``signal`` values in this list; 0 when the list has none."""
+        """Number of ``signal`` values in this list (a framed signal's: entries
+        with frames, not frames); 0 when the list has none."""
         column = self.columns.get(signal)
-        return 0 if column is None else len(column)
+        if column is None:
+            return 0
+        if SIGNALS[signal].framed and len(column):
+            return int(np.count_nonzero(np.diff(column.rows))) + 1
+        return len(column)

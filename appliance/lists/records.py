@@ -35,8 +35,9 @@ class Record:
     """One row of a list file.
 
     ``hashes``: signal name -> raw hash bytes (``Signal.parse`` output, the
-    signal's width). ``delete`` marks a deletion (NCMEC ``deletedImage``,
-    StopNCII withdrawn/deleted): it removes matching earlier entries.
+    signal's width, or whole frames of a framed signal). ``delete`` marks a
+    deletion (NCMEC ``deletedImage``, StopNCII withdrawn/deleted): it removes
+    matching earlier entries.
     """
 
     entry_id: str
@@ -105,7 +106,7 @@ class ListBuilder:
         add without hashes) is a parser bug, not a bad row: ValueError."""
         for signal, value in record.hashes.items():
             known = SIGNALS.get(signal)
-            if known is None or len(value) != known.nbytes:
+            if known is None or not known.fits(len(value)):
                 raise ValueError(f"record {record.entry_id!r}: bad {signal} value {value!r}")
         if not (_encodable(record.entry_id) and _encodable(record.category)):
             # JSON's "\ud800" escapes decode to lone surrogates, which no UTF-8
@@ -125,7 +126,9 @@ class ListBuilder:
         self._categories.append(record.category)
         self._alive.append(1)
         for signal, value in record.hashes.items():
-            self._rows.setdefault(signal, array("q")).append(row)
+            # A framed value (vPDQ) is one row per frame, all of this entry.
+            records = len(value) // SIGNALS[signal].nbytes
+            self._rows.setdefault(signal, array("q")).extend([row] * records)
             self._values.setdefault(signal, bytearray()).extend(value)
         if self._by_id is not None and self._by_value is not None:
             self._by_id.setdefault(record.entry_id, []).append(row)

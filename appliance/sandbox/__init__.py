@@ -16,11 +16,13 @@ import atexit
 import logging
 import threading
 import time
-from dataclasses import asdict
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from typing import Any, Protocol, TypeVar
 
 from appliance.decode import Cost, Layout
 from appliance.errors import ItemCode, ItemFault
+from appliance.hashers.video import VideoJob, VideoResult, hash_video
 from appliance.metrics import Metrics
 from appliance.pixels import PixelJob, PixelResult, hash_file
 from appliance.sandbox.pool import (
@@ -30,9 +32,13 @@ from appliance.sandbox.pool import (
     WorkerTimeout,
     Zygote,
 )
-from appliance.sandbox.protocol import ChannelClosed, parse_reply
+from appliance.sandbox.protocol import ChannelClosed, Reply, parse_reply, parse_video_reply
+from appliance.video.limits import VideoLimits
+from appliance.video.tmk_format import TMK_BYTES
+from appliance.video.vpdq_format import FRAME_BYTES
 
 log = logging.getLogger("appliance.sandbox")
+T = TypeVar("T")
 
 # Room for the reply's JSON around the exported pixels.
 _REPLY_SLACK = 1 << 20
@@ -45,6 +51,12 @@ class Decoders(Protocol):
             seconds: float, deadline: float | None) -> PixelResult:
         """``seconds``: the time limit of this file (limits.max_decode_seconds);
         ``deadline`` (time.monotonic): its request's, if any. Raises ItemFault."""
+        ...
+
+    def run_video(self, data: bytes | memoryview, job: VideoJob, limits: VideoLimits,
+                  memory: int, deadline: float | None) -> VideoResult:
+        """The video stage of one file within ``limits`` (its time limit is
+        ``limits.max_video_decode_seconds``), under ``memory`` bytes."""
         ...
 
     @property
@@ -63,23 +75,36 @@ def _timed_out(deadline: float | None) -> ItemFault:
                      "decoding and hashing ran past limits.max_decode_seconds; stopped")
 
 
+def _inline(stage: Callable[[], T], deadline: float | None, out_of_memory: str,
+            what: str) -> T:
+    """``stage()`` in this thread, its failures as a worker's would be told."""
+    try:
+        return stage()
+    except ItemFault as fault:
+        if fault.code == ItemCode.DECODE_TIMEOUT:
+            raise _timed_out(deadline) from fault
+        raise
+    except MemoryError as exc:
+        raise ItemFault(out_of_memory, "decoding ran out of memory") from exc
+    except Exception as exc:  # a bug: this file's signals of the stage fail, as in a worker
+        log.exception("%s stage failed unexpectedly", what)
+        raise internal_error(exc) from exc
+
+
 class InlineDecoders:
     healthy = True
 
     def run(self, data: bytes | memoryview, layout: Layout, job: PixelJob, cost: Cost,
             seconds: float, deadline: float | None) -> PixelResult:
         stop = time.monotonic() + seconds
-        try:
-            return hash_file(data, layout, job, stop if deadline is None else min(stop, deadline))
-        except ItemFault as fault:
-            if fault.code == ItemCode.DECODE_TIMEOUT:
-                raise _timed_out(deadline) from fault
-            raise
-        except MemoryError as exc:
-            raise ItemFault(ItemCode.DECOMPRESSION_BOMB, "decoding ran out of memory") from exc
-        except Exception as exc:  # a bug: this file's pixel signals fail, as in a worker
-            log.exception("pixel stage failed unexpectedly")
-            raise internal_error(exc) from exc
+        limit = stop if deadline is None else min(stop, deadline)
+        return _inline(lambda: hash_file(data, layout, job, limit), deadline,
+                       ItemCode.DECOMPRESSION_BOMB, "pixel")
+
+    def run_video(self, data: bytes | memoryview, job: VideoJob, limits: VideoLimits,
+                  memory: int, deadline: float | None) -> VideoResult:
+        return _inline(lambda: hash_video(data, job, limits, deadline), deadline,
+                       ItemCode.VIDEO_TOO_LARGE, "video")
 
     def start(self) -> None:
         pass
@@ -117,13 +142,25 @@ class ProcessDecoders:
             "exif": job.exif_orientation, "fast": job.fast_min_side, "export": list(job.export),
             "memory": cost.memory,
         }
+        # The signals hashed there: the exported ones come back as pixels.
+        here = tuple(n for n in job.names if n not in job.export)
+        reply, _ = self._exchange(header, data, seconds, deadline,
+                                  cost.exported + _REPLY_SLACK, here)
+        return PixelResult(reply.hashes, reply.images, reply.decode_seconds, reply.hash_seconds,
+                           reply.peak_bytes)
+
+    def _exchange(self, header: dict[str, Any], data: bytes | memoryview, seconds: float,
+                  deadline: float | None, most: int, names: tuple[str, ...],
+                  video: bool = False) -> tuple[Reply, int]:
+        """One job in a worker: (its checked reply, frames decoded); ItemFault
+        for the job's own fault and for a worker that timed out, died or is missing."""
         retired = self.pool.retired
         try:
-            frame, payload = self.pool.exchange(header, data, seconds, deadline,
-                                                cost.exported + _REPLY_SLACK)
-            # The signals hashed there: the exported ones come back as pixels.
-            reply = parse_reply(frame, payload,
-                                tuple(n for n in job.names if n not in job.export))
+            frame, payload = self.pool.exchange(header, data, seconds, deadline, most)
+            if video:
+                reply, frames = parse_video_reply(frame, payload, names)
+            else:
+                reply, frames = parse_reply(frame, payload, names), 0
         except WorkerTimeout as exc:
             self._count("timeout")
             raise _timed_out(deadline) from exc
@@ -143,8 +180,19 @@ class ProcessDecoders:
             if reply.trace:
                 log.error("decode worker: %s\n%s", reply.message, reply.trace)
             raise ItemFault(reply.code, reply.message)
-        return PixelResult(reply.hashes, reply.images, reply.decode_seconds, reply.hash_seconds,
-                           reply.peak_bytes)
+        return reply, frames
+
+    def run_video(self, data: bytes | memoryview, job: VideoJob, limits: VideoLimits,
+                  memory: int, deadline: float | None) -> VideoResult:
+        header = {"video": {"names": list(job.names), "seconds_per_hash": job.seconds_per_hash,
+                            "limits": {f.name: getattr(limits, f.name)
+                                       for f in fields(VideoLimits)}},
+                  "memory": memory}
+        # The reply: the values, at most a .tmk and a vPDQ frame per frame decoded.
+        most = TMK_BYTES + FRAME_BYTES * limits.max_video_frames + _REPLY_SLACK
+        reply, frames = self._exchange(header, data, limits.max_video_decode_seconds, deadline,
+                                       most, job.names, video=True)
+        return VideoResult(reply.hashes, frames, reply.decode_seconds, reply.hash_seconds)
 
 
 def internal_error(exc: BaseException) -> ItemFault:

@@ -128,7 +128,7 @@ def _hash(item: Any, names: tuple[str, ...]) -> HashValue:
     if signal not in names:
         raise ValueError(f"signal {signal!r} was not asked for")
     value = bytes.fromhex(hex_value)
-    if len(value) != SIGNALS[signal].nbytes:
+    if not SIGNALS[signal].fits(len(value)):
         raise ValueError(f"{signal} value of {len(value)} bytes")
     if quality is not None and not 0 <= int(quality) <= 100:
         raise ValueError(f"quality {quality}")
@@ -149,6 +149,36 @@ def _images(shapes: Any, payload: bytearray) -> list[NDArray[np.uint8]]:
     if offset != len(flat):
         raise ValueError(f"{len(flat) - offset} payload bytes left over")
     return images
+
+
+def video_reply(hashes: list[HashValue], frames: int) -> tuple[dict[str, Any], list[memoryview]]:
+    """A video job's reply: the values travel raw in the payload (a ``.tmk``
+    is 263 KB, more than hex in a header should carry), their lengths in the header."""
+    header = {"ok": True, "blobs": [[h.signal, len(h.value)] for h in hashes], "frames": frames}
+    return header, [memoryview(h.value) for h in hashes]
+
+
+def parse_video_reply(header: dict[str, Any], payload: bytearray,
+                      names: tuple[str, ...]) -> tuple[Reply, int]:
+    """(the reply, frames decoded) of a video job; ChannelClosed for anything off."""
+    if not header.get("ok"):
+        return parse_reply(header, payload, names), 0
+    try:
+        hashes, at = [], 0
+        for signal, size in header["blobs"]:
+            if signal not in names or not SIGNALS[signal].fits(int(size)) \
+                    or at + int(size) > len(payload):
+                raise ValueError(f"a {signal} value of {size} bytes")
+            hashes.append(HashValue(str(signal), bytes(payload[at:at + int(size)])))
+            at += int(size)
+        if at != len(payload):
+            raise ValueError(f"{len(payload) - at} payload bytes left over")
+        reply = Reply(hashes, [], decode_seconds=float(header.get("decode_s", 0.0)),
+                      hash_seconds=float(header.get("hash_s", 0.0)),
+                      peak_bytes=int(header.get("peak", 0)))
+        return reply, int(header.get("frames", 0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChannelClosed(f"a malformed reply: {exc}") from exc
 
 
 def reply_header(hashes: list[HashValue], images: list[NDArray[np.uint8]]) -> dict[str, Any]:

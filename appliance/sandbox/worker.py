@@ -13,7 +13,9 @@ it sets its own limits before touching the file:
   it runs can write a file) and no core file is dumped (a core would hold the
   uploaded bytes).
 
-Replies are JSON and raw pixels (``protocol``). Peak memory per job is read
+A job is a picture's pixel stage (``appliance.pixels.hash_file``) or a
+video's (``appliance.hashers.video.hash_video``). Replies are JSON and raw
+pixels or values (``protocol``). Peak memory per job is read
 from the kernel (VmHWM, reset before each job) and sent back for the metrics.
 """
 
@@ -24,12 +26,25 @@ import signal
 import socket
 import time
 import traceback
-from typing import Any
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, TypeVar
 
 from appliance.decode import Layout
 from appliance.errors import ItemCode, ItemFault
+from appliance.hashers.video import VideoJob, hash_video
 from appliance.pixels import PixelJob, hash_file
-from appliance.sandbox.protocol import ChannelClosed, read_frame, reply_header, send_frame
+from appliance.sandbox.protocol import (
+    ChannelClosed,
+    read_frame,
+    reply_header,
+    send_frame,
+    video_reply,
+)
+from appliance.video.limits import VideoLimits
+
+_VIDEO_LIMITS = tuple(f.name for f in fields(VideoLimits))
+T = TypeVar("T")
 
 # Headroom over the estimate before the memory limit bites: allocator
 # fragmentation and Pillow's block cache, not a second picture.
@@ -84,7 +99,35 @@ def _limit(job: dict[str, Any]) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))
 
 
+def _fault(call: Callable[[], T], out_of_memory: str) -> T | dict[str, Any]:
+    """``call()``, or the reply header of the fault it raised."""
+    try:
+        return call()
+    except ItemFault as fault:
+        return {"ok": False, "code": fault.code, "message": fault.message}
+    except MemoryError:
+        return {"ok": False, "code": out_of_memory,
+                "message": "decoding needed more memory than its estimate allowed"}
+
+
+def _run_video(job: dict[str, Any], content: bytearray
+               ) -> tuple[dict[str, Any], list[memoryview]]:
+    spec = job["video"]
+    video_job = VideoJob(tuple(str(n) for n in spec["names"]), float(spec["seconds_per_hash"]))
+    limits = VideoLimits(**{k: spec["limits"][k] for k in _VIDEO_LIMITS})
+    deadline = time.monotonic() + float(job["seconds"])
+    result = _fault(lambda: hash_video(memoryview(content), video_job, limits, deadline),
+                    ItemCode.VIDEO_TOO_LARGE)
+    if isinstance(result, dict):
+        return result, []
+    header, blobs = video_reply(result.hashes, result.frames)
+    header["decode_s"], header["hash_s"] = result.decode_seconds, result.hash_seconds
+    return header, blobs
+
+
 def _run(job: dict[str, Any], content: bytearray) -> tuple[dict[str, Any], list[memoryview]]:
+    if "video" in job:
+        return _run_video(job, content)
     layout = Layout(**job["layout"])
     pixel_job = PixelJob(
         names=tuple(job["names"]), pdq_dihedral=bool(job["dihedral"]),
@@ -92,13 +135,10 @@ def _run(job: dict[str, Any], content: bytearray) -> tuple[dict[str, Any], list[
         export=tuple(str(n) for n in job["export"]),
     )
     deadline = time.monotonic() + float(job["seconds"])
-    try:
-        result = hash_file(memoryview(content), layout, pixel_job, deadline)
-    except ItemFault as fault:
-        return {"ok": False, "code": fault.code, "message": fault.message}, []
-    except MemoryError:
-        return {"ok": False, "code": ItemCode.DECOMPRESSION_BOMB,
-                "message": "decoding needed more memory than its estimate allowed"}, []
+    result = _fault(lambda: hash_file(memoryview(content), layout, pixel_job, deadline),
+                    ItemCode.DECOMPRESSION_BOMB)
+    if isinstance(result, dict):
+        return result, []
     header = reply_header(result.hashes, result.images)
     header["decode_s"], header["hash_s"] = result.decode_seconds, result.hash_seconds
     return header, [image.reshape(-1).data for image in result.images]

@@ -27,7 +27,8 @@ from appliance.sandbox.protocol import FORK, PID, READY
 
 
 def _warm() -> None:
-    """Every pixel path once on tiny pictures, so workers never compile."""
+    """Every pixel path once on tiny pictures, and the video path on a tiny
+    clip, so workers never compile."""
     from PIL import Image
 
     from appliance.decode import DEFAULT_BOUNDS, probe
@@ -45,6 +46,10 @@ def _warm() -> None:
         for dihedral in (False, True):
             for export in ((), exported):
                 hash_file(data, layout, PixelJob(names, dihedral, export=export))
+    from appliance.hashers.video import VideoJob, hash_video
+    from appliance.video.synthetic import tiny
+
+    hash_video(tiny(), VideoJob(tuple(n for n, s in SIGNALS.items() if s.media == "video")))
 
 
 def _fork_worker(control: socket.socket, fd: int) -> int:

@@ -16,8 +16,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from appliance.errors import ItemCode, ItemFault
-from appliance.signals import ahash, dhash, md5, pdq, phash, photodna, sha1, sha256, whash
-from appliance.signals.base import MatchKind, Media, Option, SignalType, resolve
+from appliance.signals import (
+    ahash,
+    dhash,
+    md5,
+    pdq,
+    phash,
+    photodna,
+    sha1,
+    sha256,
+    tmk,
+    vpdq,
+    whash,
+)
+from appliance.signals.base import DISTANCE_KINDS, MatchKind, Media, Option, SignalType, resolve
 
 __all__ = [
     "COMPUTABLE_SIGNALS", "DEFAULT_SIGNALS", "DIGEST_SIGNALS", "SIGNALS", "MatchKind", "Media",
@@ -33,8 +45,10 @@ def _checked(*signals: SignalType) -> dict[str, SignalType]:
     """The registry, refused at import (so at start, not at a first request)
     where a signal type lacks what its match rule or media needs."""
     for s in signals:
-        if s.match != "exact" and s.option("threshold") is None:
+        if s.match in (*DISTANCE_KINDS, "frames") and s.option("threshold") is None:
             raise TypeError(f"{s.match} signal {s.name!r} declares no threshold option")
+        if s.match == "two_level" and not (s.option("level1") and s.option("level2")):
+            raise TypeError(f"two-level signal {s.name!r} declares no level1/level2 options")
         if s.quality and s.option("quality_min") is None:
             raise TypeError(f"signal {s.name!r} has qualities but no quality_min option")
         if s.computable and not s.cpu_hasher:
@@ -54,6 +68,8 @@ SIGNALS: dict[str, SignalType] = _checked(
     ahash.SIGNAL,
     whash.SIGNAL,
     photodna.SIGNAL,
+    tmk.SIGNAL,
+    vpdq.SIGNAL,
 )
 
 DIGEST_SIGNALS: tuple[str, ...] = tuple(n for n, s in SIGNALS.items() if s.media == "bytes")

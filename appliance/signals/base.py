@@ -19,10 +19,15 @@ from typing import Any, Literal
 
 from appliance.errors import ItemCode, ItemFault
 
-Media = Literal["bytes", "image", "external"]
-"""Where a signal's values come from: the file's bytes, its decoded image, or
-only from lists and clients (never computed here)."""
-MatchKind = Literal["exact", "hamming", "euclidean"]
+Media = Literal["bytes", "image", "video", "external"]
+"""Where a signal's values come from: the file's bytes, its decoded image, its
+decoded video, or only from lists and clients (never computed here)."""
+MatchKind = Literal["exact", "hamming", "euclidean", "two_level", "frames"]
+"""How values match: equal bytes; Hamming or Euclidean distance within the
+threshold; TMK's two scores (level-1 cosine, then level 2, each at least its
+threshold); per-frame Hamming distance aggregated over a video's frames."""
+# The kinds whose hits are within a distance (``SignalType.threshold``).
+DISTANCE_KINDS: tuple[MatchKind, ...] = ("hamming", "euclidean")
 
 _HEX = re.compile(r"[0-9a-f]*")
 
@@ -39,7 +44,7 @@ class Option:
     """
 
     key: str
-    default: int | bool | str
+    default: int | float | bool | str
     help: str | None = None
     flag: str | None = None
     dest: str | None = None
@@ -81,7 +86,12 @@ class SignalType:
     one group are computed together, e.g. the digests in one pass over the
     bytes); ``cpu_hasher``/``device_hasher``: that group's batch hasher as a
     ``"module:attribute"`` path ("" / None: there is none). ``examples`` are
-    valid values, test data for the tests generated over the registry."""
+    valid values, test data for the tests generated over the registry.
+
+    ``framed``: a value is one or more ``nbytes`` records, one per hashed
+    frame of a video (vPDQ), not exactly ``nbytes``. Signals whose values
+    are not hex (TMK's base64, vPDQ's JSON) override ``parse`` and
+    ``format``."""
 
     name: str
     nbytes: int
@@ -97,6 +107,11 @@ class SignalType:
     cpu_hasher: str = ""
     device_hasher: str | None = None
     options: tuple[Option, ...] = ()
+    framed: bool = False
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` bytes is the length of a value of this signal."""
+        return size > 0 and size % self.nbytes == 0 if self.framed else size == self.nbytes
 
     @property
     def hex_len(self) -> int:
@@ -105,6 +120,11 @@ class SignalType:
     @property
     def computable(self) -> bool:
         return self.media != "external"
+
+    @property
+    def hex_values(self) -> bool:
+        """Whether values are written as hex (all but the video signals)."""
+        return True
 
     def parse(self, text: str) -> bytes:
         """Hex text -> raw bytes. Accepts upper case and surrounding blanks;
@@ -129,9 +149,10 @@ class SignalType:
         return next((o for o in self.options if o.key == key), None)
 
     def threshold(self, matching: Any) -> int:
-        """The match radius under ``matching`` (a MatchingConfig): 0 for exact
-        signals, the ``threshold`` option for the others."""
-        if self.match == "exact":
+        """The match radius under ``matching`` (a MatchingConfig): the
+        ``threshold`` option of distance kinds, 0 for the others (their
+        hits are decided by their index, not by a distance)."""
+        if self.match not in DISTANCE_KINDS:
             return 0
         if self.option("threshold") is None:
             raise ValueError(f"{self.match} signal {self.name!r} declares no threshold option")

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ppliance/v1/appliance.proto\x12\x0c\x61ppliance.v1\";\n\x0b\x46ileRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07signals\x18\x03 \x03(\t\"8\n\x0c\x42\x61tchRequest\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.appliance.v1.FileRequest\"2\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07signals\x18\x02 \x03(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0c\x46ileResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.appliance.v1.FileResult\":\n\rBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.appliance.v1.FileResult\"\xda\x01\n\nFileResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x03 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12\x0f\n\x07matched\x18\x04 \x01(\x08\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.appliance.v1.ItemError\x12,\n\x07skipped\x18\x06 \x03(\x0b\x32\x1b.appliance.v1.SkippedSignal\x12\x0c\n\x04size\x18\x07 \x01(\x03\"X\n\x04Hash\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x14\n\x07quality\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07variant\x18\x04 \x01(\tB\n\n\x08_quality\"\xb6\x01\n\x08MatchHit\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x0c\n\x04list\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x10\n\x08\x64istance\x18\x06 \x01(\x05\x12\r\n\x05query\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x12\n\nsuppressed\x18\n \x01(\x08\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"H\n\rSkippedSignal\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0b\x32\x17.appliance.v1.ItemError\"3\n\rLookupRequest\x12\"\n\x06hashes\x18\x01 \x03(\x0b\x32\x12.appliance.v1.Hash\"=\n\x0eLookupResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.appliance.v1.LookupResult\"\x82\x01\n\x0cLookupResult\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x02 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.appliance.v1.ItemError\"\x0f\n\rStatusRequest\"\xb1\x01\n\nListStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x36\n\x07\x65ntries\x18\x04 \x03(\x0b\x32%.appliance.v1.ListStatus.EntriesEntry\x12\x0c\n\x04kind\x18\x05 \x01(\t\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\'\n\x05lists\x18\x04 \x03(\x0b\x32\x18.appliance.v1.ListStatus\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0f\n\x07signals\x18\x06 \x03(\t\x12\x15\n\rpdq_threshold\x18\x07 \x01(\x05\x12\x17\n\x0fpdq_quality_min\x18\x08 \x01(\x05\"\x0f\n\rReloadRequest\"V\n\x0eReloadResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x05lists\x18\x03 \x03(\x0b\x32\x18.appliance.v1.ListStatus2\xea\x03\n\tAppliance\x12=\n\x04Hash\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12>\n\x05Match\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12\x45\n\nMatchBatch\x12\x1a.appliance.v1.BatchRequest\x1a\x1b.appliance.v1.BatchResponse\x12@\n\x0bMatchStream\x12\x13.appliance.v1.Chunk\x1a\x1a.appliance.v1.FileResponse(\x01\x12\x43\n\x06Lookup\x12\x1b.appliance.v1.LookupRequest\x1a\x1c.appliance.v1.LookupResponse\x12\x46\n\tGetStatus\x12\x1b.appliance.v1.StatusRequest\x1a\x1c.appliance.v1.StatusResponse\x12H\n\x0bReloadLists\x12\x1b.appliance.v1.ReloadRequest\x1a\x1c.appliance.v1.ReloadResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61ppliance/v1/appliance.proto\x12\x0c\x61ppliance.v1\";\n\x0b\x46ileRequest\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\x0c\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0f\n\x07signals\x18\x03 \x03(\t\"8\n\x0c\x42\x61tchRequest\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.appliance.v1.FileRequest\"2\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07signals\x18\x02 \x03(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"8\n\x0c\x46ileResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.appliance.v1.FileResult\":\n\rBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.appliance.v1.FileResult\"\xda\x01\n\nFileResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x06hashes\x18\x02 \x03(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x03 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12\x0f\n\x07matched\x18\x04 \x01(\x08\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.appliance.v1.ItemError\x12,\n\x07skipped\x18\x06 \x03(\x0b\x32\x1b.appliance.v1.SkippedSignal\x12\x0c\n\x04size\x18\x07 \x01(\x03\"X\n\x04Hash\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x14\n\x07quality\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x07variant\x18\x04 \x01(\tB\n\n\x08_quality\"\x99\x02\n\x08MatchHit\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\x0c\n\x04list\x18\x02 \x01(\t\x12\x14\n\x0clist_version\x18\x03 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x04 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x10\n\x08\x64istance\x18\x06 \x01(\x05\x12\r\n\x05query\x18\x07 \x01(\t\x12\x0f\n\x07variant\x18\x08 \x01(\t\x12\x0c\n\x04kind\x18\t \x01(\t\x12\x12\n\nsuppressed\x18\n \x01(\x08\x12\x32\n\x06scores\x18\x0b \x03(\x0b\x32\".appliance.v1.MatchHit.ScoresEntry\x1a-\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"H\n\rSkippedSignal\x12\x0e\n\x06signal\x18\x01 \x01(\t\x12\'\n\x06reason\x18\x02 \x01(\x0b\x32\x17.appliance.v1.ItemError\"3\n\rLookupRequest\x12\"\n\x06hashes\x18\x01 \x03(\x0b\x32\x12.appliance.v1.Hash\"=\n\x0eLookupResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.appliance.v1.LookupResult\"\x82\x01\n\x0cLookupResult\x12!\n\x05query\x18\x01 \x01(\x0b\x32\x12.appliance.v1.Hash\x12\'\n\x07matches\x18\x02 \x03(\x0b\x32\x16.appliance.v1.MatchHit\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.appliance.v1.ItemError\"\x0f\n\rStatusRequest\"\xb1\x01\n\nListStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x36\n\x07\x65ntries\x18\x04 \x03(\x0b\x32%.appliance.v1.ListStatus.EntriesEntry\x12\x0c\n\x04kind\x18\x05 \x01(\t\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xbb\x01\n\x0eStatusResponse\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\'\n\x05lists\x18\x04 \x03(\x0b\x32\x18.appliance.v1.ListStatus\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x0f\n\x07signals\x18\x06 \x03(\t\x12\x15\n\rpdq_threshold\x18\x07 \x01(\x05\x12\x17\n\x0fpdq_quality_min\x18\x08 \x01(\x05\"\x0f\n\rReloadRequest\"V\n\x0eReloadResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\'\n\x05lists\x18\x03 \x03(\x0b\x32\x18.appliance.v1.ListStatus2\xea\x03\n\tAppliance\x12=\n\x04Hash\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12>\n\x05Match\x12\x19.appliance.v1.FileRequest\x1a\x1a.appliance.v1.FileResponse\x12\x45\n\nMatchBatch\x12\x1a.appliance.v1.BatchRequest\x1a\x1b.appliance.v1.BatchResponse\x12@\n\x0bMatchStream\x12\x13.appliance.v1.Chunk\x1a\x1a.appliance.v1.FileResponse(\x01\x12\x43\n\x06Lookup\x12\x1b.appliance.v1.LookupRequest\x1a\x1c.appliance.v1.LookupResponse\x12\x46\n\tGetStatus\x12\x1b.appliance.v1.StatusRequest\x1a\x1c.appliance.v1.StatusResponse\x12H\n\x0bReloadLists\x12\x1b.appliance.v1.ReloadRequest\x1a\x1c.appliance.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'appliance.v1.appliance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MATCHHIT_SCORESENTRY']._loaded_options = None
+  _globals['_MATCHHIT_SCORESENTRY']._serialized_options = b'8\001'
   _globals['_LISTSTATUS_ENTRIESENTRY']._loaded_options = None
   _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_options = b'8\001'
   _globals['_FILEREQUEST']._serialized_start=46
@@ -48,29 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HASH']._serialized_start=556
   _globals['_HASH']._serialized_end=644
   _globals['_MATCHHIT']._serialized_start=647
-  _globals['_MATCHHIT']._serialized_end=829
-  _globals['_ITEMERROR']._serialized_start=831
-  _globals['_ITEMERROR']._serialized_end=873
-  _globals['_SKIPPEDSIGNAL']._serialized_start=875
-  _globals['_SKIPPEDSIGNAL']._serialized_end=947
-  _globals['_LOOKUPREQUEST']._serialized_start=949
-  _globals['_LOOKUPREQUEST']._serialized_end=1000
-  _globals['_LOOKUPRESPONSE']._serialized_start=1002
-  _globals['_LOOKUPRESPONSE']._serialized_end=1063
-  _globals['_LOOKUPRESULT']._serialized_start=1066
-  _globals['_LOOKUPRESULT']._serialized_end=1196
-  _globals['_STATUSREQUEST']._serialized_start=1198
-  _globals['_STATUSREQUEST']._serialized_end=1213
-  _globals['_LISTSTATUS']._serialized_start=1216
-  _globals['_LISTSTATUS']._serialized_end=1393
-  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_start=1347
-  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_end=1393
-  _globals['_STATUSRESPONSE']._serialized_start=1396
-  _globals['_STATUSRESPONSE']._serialized_end=1583
-  _globals['_RELOADREQUEST']._serialized_start=1585
-  _globals['_RELOADREQUEST']._serialized_end=1600
-  _globals['_RELOADRESPONSE']._serialized_start=1602
-  _globals['_RELOADRESPONSE']._serialized_end=1688
-  _globals['_APPLIANCE']._serialized_start=1691
-  _globals['_APPLIANCE']._serialized_end=2181
+  _globals['_MATCHHIT']._serialized_end=928
+  _globals['_MATCHHIT_SCORESENTRY']._serialized_start=883
+  _globals['_MATCHHIT_SCORESENTRY']._serialized_end=928
+  _globals['_ITEMERROR']._serialized_start=930
+  _globals['_ITEMERROR']._serialized_end=972
+  _globals['_SKIPPEDSIGNAL']._serialized_start=974
+  _globals['_SKIPPEDSIGNAL']._serialized_end=1046
+  _globals['_LOOKUPREQUEST']._serialized_start=1048
+  _globals['_LOOKUPREQUEST']._serialized_end=1099
+  _globals['_LOOKUPRESPONSE']._serialized_start=1101
+  _globals['_LOOKUPRESPONSE']._serialized_end=1162
+  _globals['_LOOKUPRESULT']._serialized_start=1165
+  _globals['_LOOKUPRESULT']._serialized_end=1295
+  _globals['_STATUSREQUEST']._serialized_start=1297
+  _globals['_STATUSREQUEST']._serialized_end=1312
+  _globals['_LISTSTATUS']._serialized_start=1315
+  _globals['_LISTSTATUS']._serialized_end=1492
+  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_start=1446
+  _globals['_LISTSTATUS_ENTRIESENTRY']._serialized_end=1492
+  _globals['_STATUSRESPONSE']._serialized_start=1495
+  _globals['_STATUSRESPONSE']._serialized_end=1682
+  _globals['_RELOADREQUEST']._serialized_start=1684
+  _globals['_RELOADREQUEST']._serialized_end=1699
+  _globals['_RELOADRESPONSE']._serialized_start=1701
+  _globals['_RELOADRESPONSE']._serialized_end=1787
+  _globals['_APPLIANCE']._serialized_start=1790
+  _globals['_APPLIANCE']._serialized_end=2280
 # @@protoc_insertion_point(module_scope)

@@ -233,6 +233,26 @@ Global___Hash: _TypeAlias = Hash  # noqa: Y015
 class MatchHit(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SIGNAL_FIELD_NUMBER: _builtins.int
     LIST_FIELD_NUMBER: _builtins.int
     LIST_VERSION_FIELD_NUMBER: _builtins.int
@@ -243,6 +263,7 @@ class MatchHit(_message.Message):
     VARIANT_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
     signal: _builtins.str
     list: _builtins.str
     list_version: _builtins.str
@@ -251,7 +272,9 @@ class MatchHit(_message.Message):
     distance: _builtins.int
     """Hamming distance for perceptual signals, 0 for exact matches."""
     query: _builtins.str
-    """The hash value that matched (lowercase hex)."""
+    """The hash value that matched (lowercase hex); empty for the video signals,
+    whose values are large (the file's hashes carry them).
+    """
     variant: _builtins.str
     """Which transform of the file matched ("" = as stored); see Hash.variant."""
     kind: _builtins.str
@@ -260,6 +283,14 @@ class MatchHit(_message.Message):
     """A block hit on a file that an allow list also matched: reported, but the
     file does not count as matched.
     """
+    @_builtins.property
+    def scores(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Scores of the video signals, whose hits are not a distance (distance is
+        0): tmk "level1" and "level2" (-1..1); vpdq "query_percent" and
+        "compared_percent" (0..100) and "first_seconds"/"last_seconds", the
+        timestamps of the first and last of the query's frames that matched.
+        """
+
     def __init__(
         self,
         *,
@@ -273,10 +304,11 @@ class MatchHit(_message.Message):
         variant: _builtins.str = ...,
         kind: _builtins.str = ...,
         suppressed: _builtins.bool = ...,
+        scores: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "distance", b"distance", "entry_id", b"entry_id", "kind", b"kind", "list", b"list", "list_version", b"list_version", "query", b"query", "signal", b"signal", "suppressed", b"suppressed", "variant", b"variant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "distance", b"distance", "entry_id", b"entry_id", "kind", b"kind", "list", b"list", "list_version", b"list_version", "query", b"query", "scores", b"scores", "signal", b"signal", "suppressed", b"suppressed", "variant", b"variant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from types import TracebackType
 from typing import Any
 
@@ -81,8 +82,11 @@ class VideoInfo:
     """What the header says, checked against the limits before decoding.
 
     ``average_rate``: frames
-    per second (None when the container does not say); ``duration``: seconds
-    (None when unknown); ``frames``: the declared count (0 when unknown).
+    per second, the stream's average rate or else its base rate, as vPDQ
+    reads it (None when the container says neither); ``duration``: seconds
+    (None when unknown); ``frames``: the declared count (0 when unknown);
+    ``start``: the file's first timestamp in seconds; ``streams``: how many
+    streams the file has (audio and others included).
     """
 
     container: str
@@ -92,6 +96,8 @@ class VideoInfo:
     average_rate: float | None
     duration: float | None
     frames: int
+    start: float = 0.0
+    streams: int = 1
 
     @property
     def frame_bytes(self) -> int:
@@ -107,15 +113,32 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded frame: ``rgb`` is (height, width, 3) uint8, C-contiguous, on
-    the host; ``index`` counts from 0 in decode (presentation) order;
-    ``seconds`` is its presentation time from the stream's start; ``rotation``
-    the degrees (0..359) counter-clockwise a player turns it (display matrix)."""
+    """One decoded frame, converted only to what a signal asks of it.
+
+    ``index`` counts from 0 in decoder output order; ``seconds`` is its
+    presentation time from the file's start (FFmpeg's ``start_time``) and
+    ``duration`` its length (None when unknown); ``rotation`` the degrees
+    (0..359) counter-clockwise a player turns it (display matrix). ``rgb`` is
+    the frame at its own size, ``scaled`` a resized copy; both (H, W, 3)
+    uint8, C-contiguous, made by FFmpeg's swscale from the decoder's YUV.
+    """
 
     index: int
     seconds: float
-    rgb: NDArray[np.uint8]
+    source: Any = field(repr=False)
+    duration: float | None = None
     rotation: int = 0
+
+    @cached_property
+    def rgb(self) -> NDArray[np.uint8]:
+        return np.ascontiguousarray(self.source.to_ndarray(format="rgb24"))
+
+    def scaled(self, width: int, height: int) -> NDArray[np.uint8]:
+        """The frame stretched to width x height with bicubic interpolation (the
+        ffmpeg CLI's default for ``-s``, what the TMK reference reads)."""
+        out = self.source.reformat(width=width, height=height, format="rgb24",
+                                   interpolation="BICUBIC")
+        return np.ascontiguousarray(out.to_ndarray())
 
 
 def sniff(data: bytes | memoryview) -> str:
@@ -192,7 +215,10 @@ class Video:
         self._started = True
         lim, stream = self._limits, self._stream
         time_base = stream.time_base
-        start = stream.start_time
+        # Times count from the file's start, as the ffmpeg CLI counts them.
+        start = 0
+        if self.info.start and time_base is not None:
+            start = round(self.info.start / time_base)
         count = 0
         try:
             for packet in self._container.demux(stream):
@@ -207,15 +233,16 @@ class Video:
                                         f"a frame of {frame.width}x{frame.height} is over "
                                         f"limits.max_video_pixels ({lim.max_video_pixels})")
                     pts = frame.pts
-                    seconds = (float((pts - (start or 0)) * time_base)
+                    seconds = (float((pts - start) * time_base)
                                if pts is not None and time_base is not None else
                                count / (self.info.average_rate or 1.0))
                     if seconds > lim.max_video_seconds:
                         raise ItemFault(ItemCode.VIDEO_TOO_LONG, f"a frame at {seconds:g} s "
                                         f"is past limits.max_video_seconds "
                                         f"({lim.max_video_seconds:g})")
-                    rgb = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
-                    yield Frame(count, seconds, rgb, round(frame.rotation) % 360)
+                    duration = (float(frame.duration * time_base)
+                                if frame.duration and time_base is not None else None)
+                    yield Frame(count, seconds, frame, duration, round(frame.rotation) % 360)
                     count += 1
         except (av.FFmpegError, ValueError) as exc:
             raise ItemFault(ItemCode.CORRUPT_VIDEO,
@@ -233,18 +260,21 @@ def _duration(container: av.container.InputContainer, stream: Any) -> float | No
 
 
 def open_video(data: bytes | memoryview, limits: VideoLimits | None = None, *,
-               threads: int = 1, clock: Callable[[], float] = time.monotonic) -> Video:
+               threads: int = 1, clock: Callable[[], float] = time.monotonic,
+               deadline: float | None = None) -> Video:
     """Sniff, open and check ``data``'s first video stream, decoding nothing yet.
 
     ``limits``: any object with ``VideoLimits``' fields (``LimitsConfig`` has
     them); ``threads``: FFmpeg's decoding threads for this one video; ``clock``:
-    where the deadline (``limits.max_video_decode_seconds`` from now) is read.
+    where the deadline (``limits.max_video_decode_seconds`` from now, or
+    ``deadline`` on that clock if sooner) is read.
     Raises ItemFault: NOT_A_VIDEO (no allowed container, or no video stream),
     UNSUPPORTED_FORMAT (a codec not decoded), CORRUPT_VIDEO (an unreadable
     header), VIDEO_TOO_LONG, VIDEO_TOO_LARGE (over a limit, from the header).
     """
     lim = limits if limits is not None else VideoLimits()
-    deadline = clock() + lim.max_video_decode_seconds
+    stop = clock() + lim.max_video_decode_seconds
+    deadline = stop if deadline is None else min(stop, deadline)
     fmt = sniff(data)
     container = _open(data, fmt)
     try:
@@ -269,10 +299,13 @@ def open_video(data: bytes | memoryview, limits: VideoLimits | None = None, *,
             raise ItemFault(ItemCode.VIDEO_TOO_LONG, f"{declared} frames are over "
                             f"limits.max_video_frames ({lim.max_video_frames})")
         ctx.thread_count = threads
-        rate = stream.average_rate
+        rate = stream.average_rate or stream.base_rate
+        start = container.start_time
         info = VideoInfo(container=fmt, codec=codec, width=width, height=height,
                          frames=declared, duration=duration,
-                         average_rate=float(rate) if rate else None)
+                         average_rate=float(rate) if rate else None,
+                         start=start / av.time_base if start else 0.0,
+                         streams=len(container.streams))
     except BaseException:
         container.close()
         raise

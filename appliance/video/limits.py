@@ -24,3 +24,21 @@ class VideoLimits:
     # Wall-clock time of one video's decode, checked at each packet and
     # frame: past it, DECODE_TIMEOUT.
     max_video_decode_seconds: float = 60.0
+
+
+# Bytes a pixel of the largest allowed frame may cost while a video is hashed:
+# the decoder's reference frames (YUV 4:2:0, up to 16 of them, the frame
+# being decoded and one in conversion: 18 x 1.5), one RGB frame (3) and the
+# float32 planes of its full-size PDQ (vPDQ: luma and two filter passes, 12).
+_BYTES_PER_PIXEL = 18 * 1.5 + 3 + 12
+# FFmpeg's own state, the demuxer's index and TMK's sums, whatever the size.
+_BASE_BYTES = 64 << 20
+
+
+def decode_memory(limits: VideoLimits) -> int:
+    """What one video's decode is admitted for (``limits.max_decode_bytes_in_flight``
+    counts it) and its worker's memory limit: the worst case of the largest
+    frame ``limits.max_video_pixels`` allows, since a video's size is only
+    known once FFmpeg has read its header, in the worker. 445 MiB at the 4K
+    default; a host that takes 1080p at most halves it by lowering that limit."""
+    return int(limits.max_video_pixels * _BYTES_PER_PIXEL) + _BASE_BYTES

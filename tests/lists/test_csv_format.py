@@ -199,8 +199,16 @@ def test_unusable_files_are_refused(data, expected):
 
 
 def test_oversized_field_is_refused_not_raised_raw():
-    message = refusal(b"md5\n" + b"a" * 200_000 + b"\n")
+    # A quoted field may span lines: over the csv module's limit (raised to the
+    # line limit, 4 MiB, for TMK cells) it is refused, not raised.
+    message = refusal(b'md5\n"' + (b"a" * 3_000_000 + b"\n") * 2 + b'"\n')
     assert "line 2" in message and "unreadable CSV" in message
+
+
+def test_fields_as_large_as_video_cells_are_read_then_judged():
+    # 351 KB is a TMK cell: read whole, then judged as a value of its column.
+    message = refusal(b"md5\n" + b"a" * 351_128 + b"\n")
+    assert "line 2" in message and "md5 must be 32 hex digits" in message
 
 
 def test_load_list_reads_files_and_refuses_missing_or_unknown(tmp_path):

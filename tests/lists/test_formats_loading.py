@@ -145,7 +145,7 @@ def test_ncmec_dtd_split_across_reads_is_still_refused():
 
 
 def test_long_line_without_breaks_is_refused_not_buffered(tmp_path):
-    message = refusal(tmp_path, "h.txt", b"a" * (3 << 20), "text")
+    message = refusal(tmp_path, "h.txt", b"a" * (5 << 20), "text")
     assert "line 1: longer than" in message
 
 

@@ -2,7 +2,7 @@
 
 Columns are named case-insensitively, surrounding blanks ignored: one per
 signal of the registry (md5, sha1, sha256, pdq, phash, dhash, ahash, whash,
-photodna; also "SHA-1"/"SHA-256"), the entry id (``id``, ``entry_id``,
+photodna, tmk, vpdq; also "SHA-1"/"SHA-256"), the entry id (``id``, ``entry_id``,
 ``Image ID`` or ``MediaID``), ``category``, and ``Baseline``; others are
 ignored. The delimiter is a comma, a semicolon or a tab, whichever splits
 the header. Each row fills any subset of the hash columns, at least one; an
@@ -11,7 +11,9 @@ entry without an id is called "row-N" after its line.
 This also reads the law-enforcement export layout
 ``MD5;SHA1;ZZ40;PhotoDNA;Lace;Image ID;...;Baseline``: lowercase hex
 digests, PhotoDNA as 288 hex digits (base64 also accepted), and a Baseline
-flag (Y/N, Yes/No, True/False, 1/0; blank is no). Every row is an entry,
+flag (Y/N, Yes/No, True/False, 1/0; blank is no). Video cells are large:
+``tmk`` is a ``.tmk`` file in base64 (351 KB), ``vpdq`` python-threatexchange's
+JSON array of frames (quote the cell: it holds commas). Every row is an entry,
 whatever its flag: the flag becomes the category, "baseline" when set and ""
 when not, so matches can still tell baseline material apart. A category
 column, when there is one, wins over the flag (which must still be valid).
@@ -29,12 +31,15 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from appliance.lists.formats import PLAUSIBLE, ListFormat
-from appliance.lists.formats.lines import head_lines, text_lines
+from appliance.lists.formats.lines import MAX_LINE, head_lines, text_lines
 from appliance.lists.formats.values import BadValue, hashes_or_problems, parse_flag
 from appliance.lists.records import FormatError, FormatOptions, ListBuilder, Record
 from appliance.signals import SIGNALS
 
 DELIMITERS = (",", ";", "\t")
+# The csv module refuses fields over 128 KiB by default; a TMK cell is 351 KB.
+# Its limit is process-wide: raised (never lowered) to a line's own limit.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE))
 ID, CATEGORY, BASELINE = "id", "category", "baseline"
 
 # Header name (lowercase, stripped) -> field: a signal name, ID, CATEGORY or BASELINE.

@@ -21,7 +21,9 @@ The layout read (namespaces ignored, element and attribute names case-insensitiv
 
 ``image``/``video`` elements are entries wherever they appear (containers
 are optional); fingerprints may also sit directly in the item. sha256 and pdq
-fingerprints are read too; others (tmk-pdqf, videntifier links) are ignored.
+fingerprints are read too, and a video's ``<tmk_pdqf>`` (``TMK_PDQF``: the
+``.tmk`` file's bytes in base64; also ``<tmkPdqf>``/``<tmk>``); others
+(videntifier links) are ignored.
 Images and videos are numbered separately by NCMEC, so entry ids are
 "image:<id>" and "video:<id>": a deletedVideo never removes an image.
 ``deletedImage``/``deletedVideo`` remove earlier entries with that id (and
@@ -56,6 +58,10 @@ FINGERPRINTS = {
     "pdq": "pdq",
     "pdna": "photodna",
     "photodna": "photodna",
+    # Video TMK+PDQF: the .tmk file's bytes in base64.
+    "tmk_pdqf": "tmk",
+    "tmkpdqf": "tmk",
+    "tmk": "tmk",
 }
 _REFUSED = (b"<!DOCTYPE", b"<!ENTITY")
 _OVERLAP = max(len(m) for m in _REFUSED) - 1
@@ -111,7 +117,7 @@ def _item(number: int, elem: ET.Element) -> tuple[str, Record | str]:
     for child in elem:
         inner = list(child) if _local(child.tag) == "fingerprints" else [child]
         for fingerprint in inner:
-            signal = FINGERPRINTS.get(_local(fingerprint.tag))
+            signal = FINGERPRINTS.get(_local(fingerprint.tag).replace("-", "_"))
             text = (fingerprint.text or "").strip()
             if signal is None or not text:
                 continue
@@ -128,7 +134,7 @@ def _item(number: int, elem: ET.Element) -> tuple[str, Record | str]:
         entry_id = f"{kind}:{ident}" if ident else f"record-{number}"
         return where, Record(entry_id, "", hashes, delete=True)
     if not hashes:
-        return where, "no fingerprint (md5, sha1, pdna)"
+        return where, "no fingerprint (md5, sha1, pdna, tmk_pdqf)"
     category = _child_text(elem, "classification") or _attribute(elem, "classification")
     return where, Record(f"{kind}:{ident or f'record-{number}'}", category, hashes)
 

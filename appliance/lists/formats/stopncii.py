@@ -9,7 +9,8 @@ in a JSON array, one per line (JSON lines), or in API pages
 ``{"count": 2, "hashRecords": [...], "nextPageToken": ...}`` (several pages
 may follow each other). Keys and values are case-insensitive.
 ``signalType``: ImagePDQ or PDQ -> pdq; VideoMD5, video_md5 or MD5 -> md5;
-this appliance's signal names. The feed's other known types (VideoTMK, Text,
+VideoTMK or video_tmk -> tmk (the hash value is the ``.tmk`` file's bytes in
+base64); this appliance's signal names. The feed's other known types (Text,
 URL) cannot be matched here and are skipped, so a mixed feed still loads; an
 unknown type is a bad record. ``hashStatus``: Active or Received adds
 (also when absent); Withdrawn or Deleted removes earlier records with the same
@@ -40,6 +41,9 @@ TYPES: dict[str, str] = {
     "imagepdq": "pdq",
     "videomd5": "md5",
     "video_md5": "md5",
+    # The .tmk file's bytes in base64.
+    "videotmk": "tmk",
+    "video_tmk": "tmk",
 }
 ADD = frozenset({"active", "received"})
 REMOVE = frozenset({"withdrawn", "deleted"})
@@ -59,7 +63,7 @@ def _cases(value: object) -> str:
 
 
 # Types StopNCII shares that no hasher here computes: skipped, not refused.
-SKIPPED_TYPES = frozenset({"videotmk", "video_tmk", "text", "url"})
+SKIPPED_TYPES = frozenset({"text", "url"})
 
 
 def _record(number: int, record: object) -> Record | str | None:

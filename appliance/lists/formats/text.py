@@ -23,7 +23,8 @@ from appliance.signals import SIGNALS
 def _by_length() -> dict[int, tuple[str, ...]]:
     lengths: dict[int, list[str]] = defaultdict(list)
     for signal in SIGNALS.values():
-        lengths[signal.hex_len].append(signal.name)
+        if signal.hex_values:  # a text list is hex (video values have their own lists)
+            lengths[signal.hex_len].append(signal.name)
     return {length: tuple(names) for length, names in lengths.items()}
 
 
