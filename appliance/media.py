@@ -68,7 +68,8 @@ def hash_video(pipeline: Pipeline, item: Item, names: Sequence[str], result: Ite
     job = VideoJob.of(tuple(names), pipeline.hashing)
     try:
         with pipeline.budget.hold(memory, pipeline.wait_until(item)):
-            out = pipeline.decoders.run_video(item.content, job, limits, memory, item.deadline)
+            out = pipeline.decoders.run_video(item.content, job, limits, memory, item.deadline,
+                                              pipeline.video_sink(job.names))
     except ItemFault as fault:
         for name in names:
             result.skipped[name] = ItemError.of(fault)
@@ -76,4 +77,6 @@ def hash_video(pipeline: Pipeline, item: Item, names: Sequence[str], result: Ite
     if pipeline.metrics is not None:
         pipeline.metrics.stage_seconds.labels("video_decode").observe(out.decode_seconds)
         pipeline.metrics.stage_seconds.labels("video_hash").observe(out.hash_seconds)
+        if out.peak_bytes:
+            pipeline.metrics.decode_peak.observe(out.peak_bytes)
     work.video_hashes = list(out.hashes)

@@ -32,6 +32,7 @@ from appliance.config import Config
 from appliance.decode import Bounds, Cost, Layout, Needs, estimate, probe
 from appliance.errors import ItemCode, ItemFault
 from appliance.hashers.digests import digest_bytes
+from appliance.hashers.video import Hashing
 from appliance.index.snapshot import Snapshot, match_radius
 from appliance.media import hash_video, wanted_signals
 from appliance.metrics import Metrics
@@ -109,6 +110,11 @@ class Pipeline:
     def prepare_snapshot(self, snapshot: Snapshot) -> None:
         """Called with each newly loaded snapshot before it is swapped in (the
         GPU pipeline uploads it); the CPU pipeline matches on the host as is."""
+
+    def video_sink(self, names: tuple[str, ...]) -> Hashing | None:
+        """Where a video's frames are hashed: None, where it is decoded (the CPU
+        pipeline); the GPU pipeline's hashes them on its device."""
+        return None
 
     def lookup(
         self, snapshot: Snapshot, signal: str, values: list[bytes], qualities: list[int | None],

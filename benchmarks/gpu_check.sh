@@ -14,17 +14,18 @@
 # pytest, hypothesis and prometheus-client are in the device image), with
 # this checkout on PYTHONPATH, plus the wheels of .wheels/ when that folder
 # was carried: PyWavelets and grpcio's health and reflection services are not
-# in the image, and its protobuf and grpcio may be older than our generated
-# code needs. Fetch them here, once (.wheels/ is git-ignored):
+# in the image, nor PyAV (the video decoder, with its FFmpeg), and its protobuf
+# and grpcio may be older than our generated code needs. Fetch them here, once
+# (.wheels/ is git-ignored):
 #
-#   for p in PyWavelets==1.9.0 protobuf==7.36.2 grpcio==1.85.3 \
+#   for p in PyWavelets==1.9.0 protobuf==7.36.2 grpcio==1.85.3 av==18.1.0 \
 #            grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1; do
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux_2_28_x86_64 \
 #       --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
 #       --platform manylinux2014_x86_64 -d .wheels "$p"; done
 #
-# (12 MB). Carry no NVVM (nvidia-nvvm, numba-cuda[cu13]): numba-cuda finds the
+# (48 MB, under the tool's 64 MiB; PyAV is 36 of it). Carry no NVVM (nvidia-nvvm, numba-cuda[cu13]): numba-cuda finds the
 # system toolkit's through CUDA_HOME, which this script sets, and an NVVM newer
 # than the image's nvJitLink may not link. If the preflight says numba-cuda or
 # CuPy is older than tested, add numba-cuda==0.30.4 (no extras) or
@@ -48,6 +49,7 @@
 #   kernels    benchmarks/gpu_kernels.py: kernel rows, the digest sweep and the
 #              line "digest_cpu_min_bytes: N (measured)"
 #   pipeline   benchmarks/gpu_pipeline.py: the GPU pipeline (gpu.strict) vs the CPU's
+#   video      benchmarks/gpu_video.py: videos (tmk, vpdq) through both pipelines
 #   load-cpu   benchmarks/load.py, batching off and on, CPU backend (the peer)
 #   load-gpu   the same phases, callers and data, --backend gpu, APPLIANCE_GPU_STRICT=1
 # Each benchmark prints its rows as measured and ends with "fallbacks: N"; a
@@ -199,6 +201,7 @@ if ((TINY)); then
     section tests 200 "$PY" -m pytest -q -p no:cacheprovider --tb=short -rfEs tests/kernels
     section kernels 90 "$PY" benchmarks/gpu_kernels.py --tiny
     section pipeline 90 "$PY" benchmarks/gpu_pipeline.py --tiny
+    section video 60 "$PY" benchmarks/gpu_video.py --tiny
     # The load benchmark's machinery on the CPU backend (servers on the
     # simulator would take minutes per picture); strict is a no-op there, but
     # the server must accept the variable the GPU phases pass it.
@@ -211,6 +214,7 @@ else
         ${OUT:+--junitxml "$OUT/tests.xml"} tests/kernels tests/test_kernels_ptx.py
     section kernels 60 "$PY" benchmarks/gpu_kernels.py
     section pipeline 40 "$PY" benchmarks/gpu_pipeline.py
+    section video 30 "$PY" benchmarks/gpu_video.py --repeat 2
     # Peers: the same phases, callers, corpus and measured seconds; the GPU
     # server compiles or loads and checks its kernels before it says ready,
     # and its warm-up seconds cover CuPy's own first-use compilations.

@@ -49,6 +49,20 @@ def luma(rgb, out):  # type: ignore[no-untyped-def]
 
 
 @cuda.jit(cache=True)
+def float_luma(rgb, out):  # type: ignore[no-untyped-def]
+    """out[p] = (0.299f*R + 0.587f*G) + 0.114f*B in float32 (the C++ reference's luma,
+    which vPDQ hashes; not the image PDQ's float64 luma) of pixel p."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    wr, wg, wb = float32(0.299), float32(0.587), float32(0.114)
+    for p in range(start, out.shape[0], stride):
+        r = float32(rgb[3 * p])
+        g = float32(rgb[3 * p + 1])
+        b = float32(rgb[3 * p + 2])
+        out[p] = _fadd(_fadd(_fmul(wr, r), _fmul(wg, g)), _fmul(wb, b))
+
+
+@cuda.jit(cache=True)
 def box_filter(src, dst, offsets, heights, widths, along_cols):  # type: ignore[no-untyped-def]
     """One Jarosz box-filter pass of image blockIdx.x, along its rows (along_cols == 0)
     or its columns, src -> dst (flat float32 planes, image i at offsets[i], row-major).

@@ -5,7 +5,8 @@ in the same order, so hashes and qualities are identical. The images are
 packed ragged into one flat uint8 buffer (per-image pixel offset, height,
 width) and go through four kernels of ``kernels._pdq_cuda``:
 
-1. ``luma``: one thread per pixel, float64 luma rounded to float32;
+1. ``luma``: one thread per pixel, float64 luma rounded to float32 (or
+   ``float_luma``: the C++ reference's float32 luma, for vPDQ's frames);
 2. ``box_filter``, four times (rows, columns, rows, columns), ping-ponging
    between two float32 planes: one block per image, one thread per row or
    column, one running float32 sum in the reference's four phases (exactly
@@ -48,6 +49,7 @@ def pdq_batch(
     dihedral: bool = False,
     host_buffer: Callable[[int], NDArray[np.uint8]] | None = None,
     stream: Any = 0,
+    float_luma: bool = False,
 ) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
     """(hashes, qualities (N,) int32) of (H, W, 3) uint8 images (NumPy, or on
     the device of ``xp``: they are packed on the host), on the host.
@@ -57,7 +59,9 @@ def pdq_batch(
     is the device's array module (cupy, or numpy under the simulator);
     ``host_buffer(nbytes)`` gives the uint8 staging buffer the pixels are packed
     into (pinned memory makes the upload asynchronous; default: a new array);
-    ``stream`` is the numba stream the kernels run on.
+    ``stream`` is the numba stream the kernels run on. ``float_luma``: the
+    C++ reference's float32 luma, as vPDQ hashes frames (CPU twin:
+    ``pdq_from_luma`` of ``appliance.hashers.video.luma``), not the image PDQ's.
     """
     n = len(images)
     nvar = 8 if dihedral else 1
@@ -70,7 +74,7 @@ def pdq_batch(
         if rgb.shape[0] >= MIN_DIM and rgb.shape[1] >= MIN_DIM:
             keep.append(i)
     if keep:
-        got_h, got_q = _run(images, keep, xp, nvar, host_buffer, stream)
+        got_h, got_q = _run(images, keep, xp, nvar, host_buffer, stream, float_luma)
         idx = np.array(keep, dtype=np.int64)
         hashes[idx] = got_h.reshape(len(keep), nvar, HASH_BYTES)
         qualities[idx] = got_q
@@ -84,6 +88,7 @@ def _run(
     nvar: int,
     host_buffer: Callable[[int], NDArray[np.uint8]] | None,
     stream: Any,
+    float_luma: bool = False,
 ) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
     heights = np.array([images[i].shape[0] for i in keep], dtype=np.int64)
     widths = np.array([images[i].shape[1] for i in keep], dtype=np.int64)
@@ -110,7 +115,7 @@ def _run(
 
     blocks = max(1, min(MAX_LUMA_BLOCKS, -(-total // THREADS_LUMA)))
     before_launch(xp, stream)
-    mod.luma[blocks, THREADS_LUMA, stream](d_rgb, plane_a)
+    (mod.float_luma if float_luma else mod.luma)[blocks, THREADS_LUMA, stream](d_rgb, plane_a)
     for src, dst, along_cols in (
         (plane_a, plane_b, 0),
         (plane_b, plane_a, 1),

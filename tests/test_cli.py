@@ -198,3 +198,29 @@ def test_dihedral_and_fast_mode_flags(tmp_path: Path) -> None:
     assert exact["pdq"] == reference(big)["pdq"]
     drift = bin(int(exact["pdq"], 16) ^ int(fast["pdq"], 16)).count("1")
     assert 0 < drift <= 24
+
+
+def test_hash_match_and_scan_take_videos_and_pictures_together(images: list[Path],
+                                                               tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data" / "video"
+    root = tmp_path / "mixed"
+    root.mkdir()
+    clip = root / "clip.mp4"
+    clip.write_bytes((data / "test-padded-dimensions.mp4").read_bytes())
+    (root / images[0].name).write_bytes(images[0].read_bytes())
+    [hashed] = lines(run("hash", str(clip)))
+    assert {"md5", "sha1", "sha256", "tmk", "vpdq"} <= set(hashed) and "pdq" not in hashed
+    # The list holds the reference tool's .tmk of the clip (a directory of .tmk files).
+    tmks = tmp_path / "tmks"
+    tmks.mkdir()
+    (tmks / "the-clip.tmk").write_bytes((data / "test-padded-dimensions.tmk").read_bytes())
+    [matched] = lines(run("match", "--lists", f"videos={tmks}", str(clip)))
+    [hit] = matched["matches"]
+    assert (hit["signal"], hit["entry_id"]) == ("tmk", "the-clip")
+    assert hit["scores"]["level1"] >= 0.999 and hit["scores"]["level2"] >= 0.999
+    out = tmp_path / "scan.jsonl"
+    proc = run("scan", str(root), "--lists", f"videos={tmks}", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    by_name = {Path(g["file"]).name: g for g in map(json.loads, out.read_text().splitlines())}
+    assert by_name["clip.mp4"]["matched"] and "pdq" in by_name[images[0].name]
+    assert not by_name[images[0].name]["matched"]

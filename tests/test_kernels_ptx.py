@@ -63,16 +63,16 @@ def test_pdq_kernels_compile_for_sm90() -> None:
 
 
 def _kernels() -> list[Any]:
-    from kernels import digests, exact, hamming, pdq
+    from kernels import digests, exact, hamming, pdq, tmk
 
     mod = pdq._kernel()
-    return [digests._kernel(), exact._kernel(), hamming._kernel(), mod.luma, mod.box_filter,
-            mod.finish]
+    return [digests._kernel(), exact._kernel(), hamming._kernel(), mod.luma, mod.float_luma,
+            mod.box_filter, mod.finish, tmk._kernel()]
 
 
 def test_every_kernel_is_cached_on_disk_or_says_why_not() -> None:
     sources = sorted((Path(__file__).resolve().parent.parent / "kernels").glob("_*_cuda.py"))
-    assert len(sources) == 4
+    assert len(sources) == 5
     uncached = set()
     for path in sources:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -87,3 +87,15 @@ def test_every_kernel_is_cached_on_disk_or_says_why_not() -> None:
     for kernel in _kernels():  # numba took the flag: a disk cache, not its NullCache
         if kernel.py_func.__name__ not in uncached:
             assert type(kernel._cache).__name__ == "CUDACache", kernel.py_func.__name__
+
+
+def test_tmk_kernel_and_pdq_float_luma_compile_for_sm90() -> None:
+    from kernels import pdq, tmk
+
+    f32_2d = types.Array(types.float32, 2, "C")
+    ptx, _ = cuda.compile_ptx(tmk._kernel().py_func, (types.uint8[::1], f32_2d, f32_2d),
+                              cc=(9, 0))
+    assert ".target sm_90" in ptx and "fma" not in ptx  # every product rounded on its own
+    ptx, _ = cuda.compile_ptx(pdq._kernel().float_luma.py_func,
+                              (types.uint8[::1], types.float32[::1]), cc=(9, 0))
+    assert ".target sm_90" in ptx and "fma" not in ptx

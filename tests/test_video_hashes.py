@@ -9,6 +9,7 @@ The references: ThreatExchange's ``tmk-hash-video`` ``.tmk`` files and
 from __future__ import annotations
 
 import json
+import lzma
 import random
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from appliance.hashers.video import VideoJob, hash_video
 from appliance.index.video import FrameIndex
 from appliance.video import tmk_format, vpdq, vpdq_format
 from appliance.video.resample import Resampler
-from appliance.video.tmk import TmkFeatures
+from appliance.video.tmk import TmkAccumulator, TmkFeatures
 from appliance.video.vpdq_format import VpdqFrame
 
 DATA = Path(__file__).parent / "data" / "video"
@@ -72,6 +73,15 @@ def test_scores_of_reference_files_are_the_references_to_six_decimals(
 def test_the_pairs_checked_include_a_match_and_non_matches() -> None:
     scores = [float(s2) for s2, *_ in ((p[1], p[2]) for p in _pairs())]
     assert max(scores) > 0.99 and min(scores) < 0.1 and len(scores) >= 6
+
+
+def test_the_reference_ffmpegs_frames_give_the_reference_tmk_byte_for_byte() -> None:
+    # The frames tmk-hash-video reads (its ffmpeg command's output): our
+    # features and sums of them are the reference's, every float equal.
+    frames = np.frombuffer(lzma.decompress((DATA / f"{CLIP}.rgb64.xz").read_bytes()), np.uint8)
+    sums = TmkAccumulator()
+    sums.add(frames.reshape(-1, 64, 64, 3))
+    assert sums.finish().to_bytes() == (DATA / f"{CLIP}.tmk").read_bytes()
 
 
 def test_our_tmk_of_the_clip_scores_one_against_the_references(ours: dict[str, bytes]) -> None:

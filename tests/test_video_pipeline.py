@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -24,16 +25,19 @@ from PIL import Image
 
 from appliance.config import Config, LimitsConfig, ListSpec, MatchingConfig
 from appliance.errors import ItemCode
+from appliance.hashers.video import VideoJob, hash_video
 from appliance.index.compiled import open_compiled, write_compiled
 from appliance.index.snapshot import ListIndex, Snapshot
 from appliance.lists import HashList, load_list, parse_csv
 from appliance.pipeline import Pipeline
 from appliance.results import Item, ItemResult
+from appliance.sandbox import ProcessDecoders
 from appliance.settings import Isolation
 from appliance.signals import SIGNALS
 from appliance.v1 import appliance_pb2 as pb
 from appliance.v1 import appliance_pb2_grpc as pb_grpc
-from appliance.video import synthetic, tmk_format, vpdq_format
+from appliance.video import VideoLimits, synthetic, tmk_format, vpdq_format
+from appliance.video.limits import decode_memory
 from tests.helpers import ServerThread, encode, make_config, synthetic_image
 
 DATA = Path(__file__).parent / "data" / "video"
@@ -305,3 +309,88 @@ def test_the_server_matches_videos_by_match_and_by_stream(
     # Entries (videos), not frames: the vPDQ column holds 5 frames of one video.
     assert dict(status.lists[0].entries) == {"tmk": 1, "vpdq": 1}
     assert {"tmk", "vpdq"} <= set(status.signals)
+
+
+def test_variable_frame_rate_and_rotation_hash_as_the_references_would(
+        pool: ThreadPoolExecutor) -> None:
+    # vPDQ samples by frame number whatever the timestamps; TMK resamples by
+    # timestamp (a frame held 0.5 s is written 7 or 8 times at 15 a second).
+    pts = [0, 40, 120, 130, 300, 310, 500, 1000, 1040, 1100]  # milliseconds
+    vfr = synthetic.encode("matroska", "mpeg4", pts=pts, time_base=Fraction(1, 1000),
+                           frames=len(pts), rate=25)
+    turned = synthetic.encode("mp4", "mpeg4", rotation=90, frames=10)
+    plain = synthetic.encode("mp4", "mpeg4", frames=10)
+    results = run([Item(n, d, ("tmk", "vpdq")) for n, d in
+                   (("vfr", vfr), ("turned", turned), ("plain", plain))], pool)
+    values = {r.id: {h.signal: h.value for h in r.hashes} for r in results}
+    frames = [f.frame for f in vpdq_format.unpack(values["vfr"]["vpdq"])]
+    assert frames == [0]  # the container's average rate: under 25 a second, one sample
+    # What the reference's own ffmpeg -r 15 (FFmpeg 5.1.9) writes for this file.
+    assert tmk_format.frames(values["vfr"]["tmk"]) == 18
+    # Rotation metadata is not applied (the references hash frames as stored).
+    assert values["turned"] == values["plain"]
+
+
+# (container, codec, rate, frames) -> frames the reference's ffmpeg -r 15 writes,
+# counted with FFmpeg 5.1.9's CLI (Debian 12) on exactly these encodes.
+FFMPEG_COUNTS = [
+    ("mp4", "mpeg4", 24, 50, 33), ("mp4", "mpeg4", 25, 50, 32),
+    ("mp4", "mpeg4", Fraction(30000, 1001), 61, 33), ("mp4", "mpeg4", 60, 100, 27),
+    ("matroska", "mpeg4", 50, 77, 25), ("avi", "mpeg4", 12, 30, 37),
+    ("mp4", "mpeg4", 10, 33, 50), ("webm", "libvpx", 30, 45, 24),
+]
+
+
+@pytest.mark.parametrize(("fmt", "codec", "rate", "count", "written"), FFMPEG_COUNTS)
+def test_tmk_resamples_as_the_references_ffmpeg_does(fmt: str, codec: str, rate: int,
+                                                     count: int, written: int) -> None:
+    if not synthetic.has_encoder(codec):
+        pytest.skip(f"no {codec} encoder in this PyAV wheel")
+    data = synthetic.encode(fmt, codec, rate=rate, frames=count)
+    result = hash_video(data, VideoJob(("tmk",)))
+    assert tmk_format.frames(result.hashes[0].value) == written
+
+
+def test_a_video_past_its_time_limit_is_stopped(pool: ThreadPoolExecutor) -> None:
+    config = Config(limits=LimitsConfig(max_video_decode_seconds=0.05))
+    [result] = run([Item("slow", VIDEO, ("md5", "tmk"))], pool, config)
+    assert result.skipped["tmk"].code == ItemCode.DECODE_TIMEOUT
+    assert [h.signal for h in result.hashes] == ["md5"]
+
+
+def _large_video(mib: int) -> bytes:
+    """A video of about ``mib`` MiB: noise frames at near-lossless quality."""
+    rng = np.random.default_rng(5)
+    pictures = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+    frames = []
+    data = b""
+    while len(data) < mib << 20:
+        frames += pictures
+        data = synthetic.encode("avi", "mpeg4", width=640, height=480, rate=30,
+                                pictures=frames, options={"qscale": "1"})
+    return data
+
+
+def test_a_30_mib_video_streamed_in_chunks_matches_with_bounded_memory(
+        tmp_path: Path, serve: Callable[[Config], ServerThread]) -> None:
+    data = _large_video(30)
+    assert len(data) >= 30 << 20
+    decoders = ProcessDecoders(1)
+    try:
+        made = decoders.run_video(data, VideoJob(("tmk", "vpdq")), VideoLimits(),
+                                  decode_memory(VideoLimits()), None)
+    finally:
+        decoders.close()
+    # The worker's peak over its idle size: a frame and a batch, not the video.
+    assert 0 < made.peak_bytes < 200 << 20 and made.frames >= 90
+    listing = tmp_path / "big.csv"
+    listing.write_bytes(_csv([{"id": "big", "category": "",
+                               "tmk": TMK.format(made.hashes[0].value),
+                               "vpdq": VPDQ.format(made.hashes[1].value)}]))
+    config = replace(make_config(max_stream_bytes=64 << 20),
+                     lists=(ListSpec("videos", str(listing)),))
+    server = serve(config)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.ApplianceStub(channel)
+        result = stub.MatchStream(_chunks(data, 1 << 20, "big")).result
+    assert {m.signal for m in result.matches} == {"tmk", "vpdq"}, result

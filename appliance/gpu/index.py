@@ -17,6 +17,10 @@ from the host index, through the index's own accessors:
   packed words, padded with zero words to the kernel's four (a zero word adds
   no distance), searched by the tiled brute force of ``kernels.hamming``; hit
   positions map to rows on the host;
+- TMK, ``TmkSearcher``: the unit pure averages, level 1 against all of them
+  as one matrix product; the candidates are scored on the host;
+- vPDQ, ``FrameSearcher``: every frame hash, as a Hamming list; the counting
+  per entry is the host's;
 - a kind without a searcher (Euclidean: PhotoDNA, looked up, never computed)
   is searched by its host index.
 
@@ -38,6 +42,7 @@ from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found, group_hits
 from appliance.index.mih import MultiIndexHamming
 from appliance.index.snapshot import ListIndex, Snapshot
+from appliance.index.video import MARGIN, FrameIndex, TmkIndex
 from appliance.results import Hit
 from appliance.signals import SIGNALS, MatchKind
 from kernels import exact as exact_kernel
@@ -102,11 +107,52 @@ class HammingSearcher:
         return group_hits(qi.astype(np.intp), host.rows_at(pos), dist, len(queries))
 
 
+class TmkSearcher:
+    """A ``TmkIndex``'s unit pure averages on ``device``: level 1 of every entry
+    as one float32 matrix product there, the candidates' exact level 1 and
+    level 2 on the host (``TmkIndex.match``, given ``candidates``)."""
+
+    def __init__(self, host: TmkIndex, device: Device) -> None:
+        self._host, self._device = host, device
+        units = np.ascontiguousarray(host.units)
+        self._units = device.upload(units)
+        self.nbytes = int(units.nbytes)
+
+    def search(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        raise TypeError("TMK entries match by score (candidates)")
+
+    def candidates(self, units: NDArray[np.float32], level1: float) -> list[NDArray[np.intp]]:
+        dev = self._device
+        approx = dev.to_host(dev.xp.matmul(dev.upload(np.ascontiguousarray(units)),
+                                           self._units.T))
+        return [np.flatnonzero(row >= level1 - MARGIN) for row in approx]
+
+    def hook(self) -> Any:
+        return self.candidates
+
+
+class FrameSearcher:
+    """A ``FrameIndex``'s frame hashes on ``device``, searched as a Hamming list
+    (``HammingSearcher``); the per-entry counting stays on the host."""
+
+    def __init__(self, host: FrameIndex, device: Device) -> None:
+        self._frames = HammingSearcher(host.frames, device)
+        self.nbytes = self._frames.nbytes
+
+    def search(self, queries: NDArray[np.uint8], radius: int) -> list[Found]:
+        return self._frames.search(queries, radius)
+
+    def hook(self) -> Any:
+        return self.search
+
+
 # The device searcher of each index kind, beside snapshot.INDEXES (its host
 # index class); a kind absent here is searched on the host.
 SEARCHERS: dict[MatchKind, Callable[[Any, Device], DeviceSearcher]] = {
     "exact": ExactSearcher,
     "hamming": HammingSearcher,
+    "two_level": TmkSearcher,
+    "frames": FrameSearcher,
 }
 
 
@@ -157,7 +203,15 @@ class DeviceIndex:
         extra: int = 0,
     ) -> list[list[Hit]]:
         """``Snapshot.match`` with the search done on the device."""
-        return self.snapshot.match(signal, values, qualities, finder=self._find, extra=extra)
+        return self.snapshot.match(signal, values, qualities, finder=self._find, extra=extra,
+                                   video=self._video)
+
+    def _video(self, index: ListIndex, signal: str) -> Any:
+        """The device search of a video signal's index (None: none uploaded)."""
+        searcher = self._lists[id(index)][1].searchers.get(signal)
+        if isinstance(searcher, TmkSearcher | FrameSearcher):
+            return searcher.hook()
+        return None
 
     def _find(
         self, index: ListIndex, signal: str, queries: NDArray[np.uint8], radius: int

@@ -13,6 +13,9 @@ supplies the device's hashers, its fault handling and its index):
    kernels over all decoded images, with the 8 dihedral variants when
    configured), then the match against the snapshot's ``DeviceIndex``.
 
+A video's frames are hashed on the device as its decode streams them, batch
+by batch (``video_sink``: appliance.gpu.video), each launch under the lock.
+
 Because only stage 2 holds the lock, the CPU stage of the next batch runs
 while the device works on this one (the server runs several batches at once;
 ``appliance scan`` keeps two in flight).
@@ -45,7 +48,9 @@ from appliance.config import Config
 from appliance.errors import ApplianceError, ConfigError, ItemFault
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
+from appliance.gpu.video import DeviceHashing
 from appliance.gpu.warmup import warm_up_kernels
+from appliance.hashers.video import Hashing
 from appliance.index.snapshot import Snapshot
 from appliance.metrics import Metrics
 from appliance.pipeline import Pipeline
@@ -161,6 +166,10 @@ class GpuPipeline(Pipeline):
         return index if index is not None and index.snapshot is snapshot else None
 
     # -- a batch ----------------------------------------------------------------
+
+    def video_sink(self, names: tuple[str, ...]) -> Hashing:
+        """A video's frames, as its decode streams them, hashed on the device."""
+        return DeviceHashing(names, self.device, self._on_device)
 
     def _on_device(self, stage: str, run: Callable[[], T], fallback: Callable[[], T]) -> T:
         """One group's batch on the device; on a device fault, ``fallback`` (the

@@ -7,7 +7,8 @@ moves that cost out of the first requests and out of benchmarks' measured
 phases, and it proves each kernel on this device before any answer depends
 on it: the digest kernel against hashlib, PDQ (with its 8 dihedral variants
 when configured) against the CPU hasher, and the exact and Hamming index
-searches against the host snapshot. One set of argument types is compiled
+searches against the host snapshot, the video signals' frame kernels against
+their CPU twins. One set of argument types is compiled
 per kernel, and the pipeline only ever launches with those types.
 """
 
@@ -24,11 +25,14 @@ from numpy.typing import NDArray
 from appliance.config import MatchingConfig
 from appliance.gpu.device import Device
 from appliance.gpu.index import DeviceIndex
+from appliance.hashers.video import Hashing
 from appliance.index.snapshot import Snapshot
 from appliance.lists.csv_format import parse_csv
 from appliance.results import HashValue
 from appliance.signals import SIGNALS
 from appliance.work import DeviceHasher
+from kernels.pdq import pdq_batch
+from kernels.tmk import tmk_features
 
 # Lengths around the padding boundaries (55/56: the length fits or not in the
 # last block; 64: a whole block), so every branch of the digest kernel runs.
@@ -139,6 +143,25 @@ def warm_up_kernels(device: Device, hashers: Mapping[str, DeviceHasher], dihedra
         want = _check(device, hasher, names, dihedral, timings)
         for value in want[-1]:
             listed.setdefault(value.signal, value.value)
+    if any(s.media == "video" for s in SIGNALS.values()):
+        _video(device, timings)
     # The list in registry order, as a list file would have it.
     _index(device, timings, {n: listed[n] for n in SIGNALS if n in listed})
     return timings
+
+
+def _video(device: Device, timings: dict[str, float]) -> None:
+    """The video kernels (appliance.gpu.video): TMK's features of two stretched
+    frames and vPDQ's float32-luma PDQ of a frame, against the CPU's."""
+    cpu = Hashing(())
+    image = _image()
+    frames = np.stack([np.resize(image, (64, 64, 3)), np.resize(image[::-1], (64, 64, 3))])
+    with _kernel("tmk features", timings):
+        got = tmk_features(frames, device.xp, stream=device.kernel_stream)
+        _expect("tmk features", got.tobytes() == cpu.tmk_features(frames).tobytes(),
+                "features differ from the CPU")
+    with _kernel("vpdq pdq", timings):
+        hashes, qualities = pdq_batch([image], device.xp, host_buffer=device.staging,
+                                      stream=device.kernel_stream, float_luma=True)
+        _expect("vpdq pdq", (hashes[0].tobytes(), int(qualities[0])) == cpu.vpdq_hash(image),
+                "hash or quality differs from the CPU")

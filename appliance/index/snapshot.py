@@ -80,6 +80,9 @@ VIDEO_KINDS: tuple[MatchKind, ...] = ("two_level", "frames")
 ListKind = Literal["block", "allow"]
 
 Finder = Callable[["ListIndex", str, NDArray[np.uint8], int], list[Found]]
+VideoFinder = Callable[["ListIndex", str], Any]
+"""(list, video signal) -> a device's search for that index (TmkIndex's
+``candidates``, FrameIndex's frame search), or None: the host's."""
 """(list, signal, (Q, W) queries, radius) -> per query (rows, distances), as Index.search."""
 
 
@@ -152,6 +155,7 @@ class Snapshot:
         qualities: Sequence[int | None] | None = None,
         finder: Finder | None = None,
         extra: int = 0,
+        video: VideoFinder | None = None,
     ) -> list[list[Hit]]:
         """All hits of each value over all lists, in the order of ``values``.
 
@@ -165,7 +169,8 @@ class Snapshot:
         ``finder`` searches in place of the lists' own matchers (a GPU copy of
         them); it must keep their contract. ``extra`` widens a Hamming
         signal's radius by that many bits (hits beyond the threshold: what the
-        probe guard counts, never reported as matches).
+        probe guard counts, never reported as matches). ``video``: per list
+        and video signal, a device's search for its index (see VideoFinder).
         """
         spec = get_signal(signal)
         if qualities is not None and len(qualities) != len(values):
@@ -176,7 +181,7 @@ class Snapshot:
                     f"{spec.name} values must be {spec.nbytes} bytes, got {len(value)}"
                 )
         if spec.match in VIDEO_KINDS:
-            return self._match_video(spec, values)
+            return self._match_video(spec, values, video)
         results: list[list[Hit]] = [[] for _ in values]
         wanted = list(range(len(values)))
         minimum = spec.quality_min(self.matching)
@@ -209,7 +214,8 @@ class Snapshot:
             hits.sort(key=lambda h: (h.distance, h.list, h.entry_id))
         return results
 
-    def _match_video(self, spec: SignalType, values: Sequence[bytes]) -> list[list[Hit]]:
+    def _match_video(self, spec: SignalType, values: Sequence[bytes],
+                     video: VideoFinder | None) -> list[list[Hit]]:
         """Hits of whole videos: each list's video index scores them by the
         signal's rule (its options in ``matching``); distance 0, the scores in
         the hit, best first."""
@@ -217,12 +223,14 @@ class Snapshot:
         results: list[list[Hit]] = [[] for _ in values]
         for index in (x for x in self.indexes if spec.name in x.matchers):
             matcher: Any = index.matchers[spec.name]
+            hook = video(index, spec.name) if video is not None else None
             if spec.match == "two_level":
-                found = matcher.match(values, float(option("level1")), float(option("level2")))
+                found = matcher.match(values, float(option("level1")), float(option("level2")),
+                                      hook)
             else:
                 found = matcher.match(values, VpdqRules(
                     int(option("threshold")), int(option("quality_min")),
-                    float(option("query_percent")), float(option("compared_percent"))))
+                    float(option("query_percent")), float(option("compared_percent"))), hook)
             for hits, scored in zip(results, found, strict=True):
                 hits.extend(replace(self._hit(spec.name, index, row, 0, ""), scores=scores)
                             for row, scores in scored)

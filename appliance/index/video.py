@@ -19,7 +19,7 @@ rule, and gives per query the (row, scores) of every entry that matches.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,12 @@ Scored = list[tuple[int, tuple[tuple[str, float], ...]]]
 # The float32 matrix product's level 1 may differ from the reference's
 # sequential sums in the 6th decimal; candidates within this of the
 # threshold are scored exactly.
-_MARGIN = 1e-3
+MARGIN = 1e-3
+
+Candidates = Callable[[NDArray[np.float32], float], list[NDArray[np.intp]]]
+"""(Q, 256) unit averages, level-1 threshold -> per query, candidate positions."""
+Search = Callable[[NDArray[np.uint8], int], list[Any]]
+"""(k, 32) frame hashes, radius -> per frame (positions, distances), MultiIndexHamming's."""
 
 
 def _unit(pure: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -83,14 +88,32 @@ class TmkIndex:
     def search(self, queries: NDArray[np.uint8], radius: int) -> list[Any]:
         raise TypeError("TMK entries match by score: call match()")
 
-    def match(self, queries: Sequence[bytes], level1: float, level2: float) -> list[Scored]:
+    @property
+    def units(self) -> NDArray[np.float32]:
+        """(M, 256) float32: the unit pure averages (what a device copies)."""
+        return self._unit
+
+    def candidates(self, units: NDArray[np.float32], level1: float) -> list[NDArray[np.intp]]:
+        """Per query unit average (Q, 256), the positions whose float32 cosine is
+        within the margin of ``level1`` (a device does the same product)."""
+        approx = units @ self._unit.T
+        return [np.flatnonzero(row >= level1 - MARGIN) for row in approx]
+
+    def match(self, queries: Sequence[bytes], level1: float, level2: float,
+              candidates: Candidates | None = None) -> list[Scored]:
+        """Per query, the entries at least ``level1`` and ``level2``, best first.
+        ``candidates``: ``self.candidates``' twin on a device."""
+        features = [TmkFeatures.from_bytes(value) for value in queries]
         out: list[Scored] = []
-        for value in queries:
-            query = TmkFeatures.from_bytes(value)
+        if not features:
+            return out
+        units = _unit(np.stack([f.pure for f in features]))
+        near = (candidates or self.candidates)(units, level1) if len(self._rows) else \
+            [np.zeros(0, np.intp)] * len(features)
+        for query, positions in zip(features, near, strict=True):
             found: Scored = []
             if len(self._rows):
-                approx = self._unit @ _unit(query.pure[None, :])[0]
-                for position in np.flatnonzero(approx >= level1 - _MARGIN).tolist():
+                for position in positions.tolist():
                     entry = TmkFeatures.from_bytes(self._values[position])
                     s1 = query.level1(entry)
                     if s1 < level1:
@@ -170,8 +193,17 @@ class FrameIndex:
             self._totals[quality_min] = totals
         return totals
 
-    def match(self, queries: Sequence[bytes], rules: vpdq.VpdqRules) -> list[Scored]:
+    @property
+    def frames(self) -> MultiIndexHamming:
+        """The index of every frame hash (rows: frame positions; what a device copies)."""
+        return self._mih
+
+    def match(self, queries: Sequence[bytes], rules: vpdq.VpdqRules,
+              search: Search | None = None) -> list[Scored]:
+        """Per query, the entries it matches by ``rules``, best first. ``search``:
+        the frame index's search on a device."""
         totals = self._eligible_totals(rules.quality_min)
+        find = search or self._mih.search
         out: list[Scored] = []
         for value in queries:
             keep = vpdq.prepare(value, rules.quality_min)
@@ -179,7 +211,7 @@ class FrameIndex:
             if len(keep) and len(self._rows):
                 frames = vpdq.records(value)[keep]
                 seconds = frames[:, 37:41].copy().view("<f4").reshape(-1)
-                hits = self._mih.search(np.ascontiguousarray(frames[:, :32]), rules.distance)
+                hits = find(np.ascontiguousarray(frames[:, :32]), rules.distance)
                 found = self._count(hits, seconds, totals, rules)
             out.append(found)
         return out

@@ -77,7 +77,7 @@ def default_kind(fmt: str) -> ListKind:
     """The kind of a list of the registered format ``fmt`` whose configuration
     names none: "allow" for the NSRL formats (known-benign files: matching
     them as a block list would flag every operating system file), else "block"."""
-    return _KINDS[fmt]
+    return _KINDS.get(fmt, "block")  # tmk-dir (a directory) too
 
 
 def load_list(

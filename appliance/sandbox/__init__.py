@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from appliance.decode import Cost, Layout
 from appliance.errors import ItemCode, ItemFault
-from appliance.hashers.video import VideoJob, VideoResult, hash_video
+from appliance.hashers.video import Hashing, VideoJob, VideoResult, hash_video
 from appliance.metrics import Metrics
 from appliance.pixels import PixelJob, PixelResult, hash_file
 from appliance.sandbox.pool import (
@@ -32,7 +32,13 @@ from appliance.sandbox.pool import (
     WorkerTimeout,
     Zygote,
 )
-from appliance.sandbox.protocol import ChannelClosed, Reply, parse_reply, parse_video_reply
+from appliance.sandbox.protocol import (
+    ChannelClosed,
+    Reply,
+    parse_part,
+    parse_reply,
+    parse_video_reply,
+)
 from appliance.video.limits import VideoLimits
 from appliance.video.tmk_format import TMK_BYTES
 from appliance.video.vpdq_format import FRAME_BYTES
@@ -54,9 +60,12 @@ class Decoders(Protocol):
         ...
 
     def run_video(self, data: bytes | memoryview, job: VideoJob, limits: VideoLimits,
-                  memory: int, deadline: float | None) -> VideoResult:
+                  memory: int, deadline: float | None, sink: Hashing | None = None
+                  ) -> VideoResult:
         """The video stage of one file within ``limits`` (its time limit is
-        ``limits.max_video_decode_seconds``), under ``memory`` bytes."""
+        ``limits.max_video_decode_seconds``), under ``memory`` bytes. With a
+        ``sink`` (a device's), the frames are hashed by it, in this process,
+        as the decode makes them."""
         ...
 
     @property
@@ -102,8 +111,9 @@ class InlineDecoders:
                        ItemCode.DECOMPRESSION_BOMB, "pixel")
 
     def run_video(self, data: bytes | memoryview, job: VideoJob, limits: VideoLimits,
-                  memory: int, deadline: float | None) -> VideoResult:
-        return _inline(lambda: hash_video(data, job, limits, deadline), deadline,
+                  memory: int, deadline: float | None, sink: Hashing | None = None
+                  ) -> VideoResult:
+        return _inline(lambda: hash_video(data, job, limits, deadline, sink), deadline,
                        ItemCode.VIDEO_TOO_LARGE, "video")
 
     def start(self) -> None:
@@ -151,12 +161,14 @@ class ProcessDecoders:
 
     def _exchange(self, header: dict[str, Any], data: bytes | memoryview, seconds: float,
                   deadline: float | None, most: int, names: tuple[str, ...],
-                  video: bool = False) -> tuple[Reply, int]:
+                  video: bool = False,
+                  on_part: Callable[[dict[str, Any], bytearray], None] | None = None,
+                  ) -> tuple[Reply, int]:
         """One job in a worker: (its checked reply, frames decoded); ItemFault
         for the job's own fault and for a worker that timed out, died or is missing."""
         retired = self.pool.retired
         try:
-            frame, payload = self.pool.exchange(header, data, seconds, deadline, most)
+            frame, payload = self.pool.exchange(header, data, seconds, deadline, most, on_part)
             if video:
                 reply, frames = parse_video_reply(frame, payload, names)
             else:
@@ -183,16 +195,34 @@ class ProcessDecoders:
         return reply, frames
 
     def run_video(self, data: bytes | memoryview, job: VideoJob, limits: VideoLimits,
-                  memory: int, deadline: float | None) -> VideoResult:
+                  memory: int, deadline: float | None, sink: Hashing | None = None
+                  ) -> VideoResult:
         header = {"video": {"names": list(job.names), "seconds_per_hash": job.seconds_per_hash,
                             "limits": {f.name: getattr(limits, f.name)
-                                       for f in fields(VideoLimits)}},
+                                       for f in fields(VideoLimits)},
+                            "export": sink is not None},
                   "memory": memory}
-        # The reply: the values, at most a .tmk and a vPDQ frame per frame decoded.
-        most = TMK_BYTES + FRAME_BYTES * limits.max_video_frames + _REPLY_SLACK
+        # The reply: the values, at most a .tmk and a vPDQ frame per frame
+        # decoded; or, streamed to a sink, one full-size frame at a time.
+        most = max(TMK_BYTES + FRAME_BYTES * limits.max_video_frames,
+                   3 * limits.max_video_pixels) + _REPLY_SLACK
+
+        def part(header: dict[str, Any], payload: bytearray) -> None:
+            assert sink is not None
+            kind, rgb, index, seconds = parse_part(header, payload, limits.max_video_pixels)
+            if kind == "tmk":
+                sink.tmk_frames(rgb)
+            else:
+                sink.vpdq_frame(index, seconds, rgb)
+
         reply, frames = self._exchange(header, data, limits.max_video_decode_seconds, deadline,
-                                       most, job.names, video=True)
-        return VideoResult(reply.hashes, frames, reply.decode_seconds, reply.hash_seconds)
+                                       most, () if sink else job.names, video=True,
+                                       on_part=part if sink is not None else None)
+        if sink is None:
+            return VideoResult(reply.hashes, frames, reply.decode_seconds, reply.hash_seconds,
+                               reply.peak_bytes)
+        return VideoResult(sink.values(), frames, reply.decode_seconds, sink.seconds,
+                           reply.peak_bytes)
 
 
 def internal_error(exc: BaseException) -> ItemFault:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,8 +229,14 @@ class WorkerPool:
             worker.kill()
 
     def exchange(self, header: dict[str, Any], payload: bytes | memoryview, seconds: float,
-                 deadline: float | None, max_reply: int) -> tuple[dict[str, Any], bytearray]:
+                 deadline: float | None, max_reply: int,
+                 on_part: Callable[[dict[str, Any], bytearray], None] | None = None,
+                 ) -> tuple[dict[str, Any], bytearray]:
         """Send one job and return the reply frame, killing the worker on any trouble.
+
+        ``on_part``: the job streams (a video's frames for the device): every
+        frame whose header has "part" before the reply goes to it, as it comes;
+        whatever it raises ends the job (and the worker).
 
         The job may take ``seconds`` from when a worker starts it, and never
         past ``deadline`` (time.monotonic; the request's). Waiting for a free
@@ -248,8 +255,12 @@ class WorkerPool:
         try:
             _set_timeout(worker.sock, stop)
             protocol.send_frame(worker.sock, header, payload)
-            frame, body = protocol.read_frame(worker.sock, max_reply,
-                                              lambda: _set_timeout(worker.sock, stop))
+            while True:
+                frame, body = protocol.read_frame(worker.sock, max_reply,
+                                                  lambda: _set_timeout(worker.sock, stop))
+                if on_part is None or not frame.get("part"):
+                    break
+                on_part(frame, body)
             # A worker that grew (a large picture leaves the allocator holding
             # memory) is replaced rather than kept at its high-water mark.
             reuse = not frame.get("retire")

@@ -158,6 +158,35 @@ def video_reply(hashes: list[HashValue], frames: int) -> tuple[dict[str, Any], l
     return header, [memoryview(h.value) for h in hashes]
 
 
+TMK_SIDE = 64
+TMK_BATCH = 64  # stretched frames per part at most (appliance.hashers.video)
+
+
+def parse_part(header: dict[str, Any], payload: bytearray, max_pixels: int
+               ) -> tuple[str, NDArray[np.uint8], int, float]:
+    """A streamed part of a video job: ("tmk", (n, 64, 64, 3) frames, 0, 0.0) or
+    ("vpdq", (H, W, 3) frame, its number, its seconds); ChannelClosed if off."""
+    try:
+        kind = header["part"]
+        flat = np.frombuffer(payload, dtype=np.uint8)
+        if kind == "tmk":
+            count = int(header["count"])
+            if not 0 < count <= TMK_BATCH or len(flat) != count * TMK_SIDE * TMK_SIDE * 3:
+                raise ValueError(f"{count} TMK frames in {len(flat)} bytes")
+            return kind, flat.reshape(count, TMK_SIDE, TMK_SIDE, 3), 0, 0.0
+        if kind == "vpdq":
+            height, width = int(header["height"]), int(header["width"])
+            index, seconds = int(header["index"]), float(header["seconds"])
+            if height <= 0 or width <= 0 or height * width > max_pixels \
+                    or len(flat) != height * width * 3 or index < 0 \
+                    or not 0 <= seconds < float("inf"):
+                raise ValueError(f"a vPDQ frame {height}x{width} #{index} in {len(flat)} bytes")
+            return kind, flat.reshape(height, width, 3), index, seconds
+        raise ValueError(f"unknown part {kind!r}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChannelClosed(f"a malformed part: {exc}") from exc
+
+
 def parse_video_reply(header: dict[str, Any], payload: bytearray,
                       names: tuple[str, ...]) -> tuple[Reply, int]:
     """(the reply, frames decoded) of a video job; ChannelClosed for anything off."""

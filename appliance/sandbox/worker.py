@@ -30,10 +30,14 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
+
 from appliance.decode import Layout
 from appliance.errors import ItemCode, ItemFault
-from appliance.hashers.video import VideoJob, hash_video
+from appliance.hashers.video import Hashing, VideoJob, hash_video
 from appliance.pixels import PixelJob, hash_file
+from appliance.results import HashValue
 from appliance.sandbox.protocol import (
     ChannelClosed,
     read_frame,
@@ -110,13 +114,36 @@ def _fault(call: Callable[[], T], out_of_memory: str) -> T | dict[str, Any]:
                 "message": "decoding needed more memory than its estimate allowed"}
 
 
-def _run_video(job: dict[str, Any], content: bytearray
+class _Exporter(Hashing):
+    """Frames to the server, which hashes them on its device: the stretched
+    TMK frames a batch at a time, vPDQ's frames one at a time, each sent as it
+    is made (the socket's buffer holds the decode back when the server lags)."""
+
+    def __init__(self, sock: socket.socket, names: tuple[str, ...]) -> None:
+        super().__init__(names)
+        self.sock = sock
+
+    def tmk_frames(self, rgb: NDArray[np.uint8]) -> None:
+        send_frame(self.sock, {"part": "tmk", "count": len(rgb)}, b"",
+                   [np.ascontiguousarray(rgb).reshape(-1).data])
+
+    def vpdq_frame(self, index: int, seconds: float, rgb: NDArray[np.uint8]) -> None:
+        header = {"part": "vpdq", "index": index, "seconds": seconds,
+                  "height": int(rgb.shape[0]), "width": int(rgb.shape[1])}
+        send_frame(self.sock, header, b"", [np.ascontiguousarray(rgb).reshape(-1).data])
+
+    def values(self) -> list[HashValue]:
+        return []  # made by the server from the frames
+
+
+def _run_video(job: dict[str, Any], content: bytearray, sock: socket.socket
                ) -> tuple[dict[str, Any], list[memoryview]]:
     spec = job["video"]
     video_job = VideoJob(tuple(str(n) for n in spec["names"]), float(spec["seconds_per_hash"]))
     limits = VideoLimits(**{k: spec["limits"][k] for k in _VIDEO_LIMITS})
     deadline = time.monotonic() + float(job["seconds"])
-    result = _fault(lambda: hash_video(memoryview(content), video_job, limits, deadline),
+    sink = _Exporter(sock, video_job.names) if spec.get("export") else None
+    result = _fault(lambda: hash_video(memoryview(content), video_job, limits, deadline, sink),
                     ItemCode.VIDEO_TOO_LARGE)
     if isinstance(result, dict):
         return result, []
@@ -125,9 +152,10 @@ def _run_video(job: dict[str, Any], content: bytearray
     return header, blobs
 
 
-def _run(job: dict[str, Any], content: bytearray) -> tuple[dict[str, Any], list[memoryview]]:
+def _run(job: dict[str, Any], content: bytearray, sock: socket.socket
+         ) -> tuple[dict[str, Any], list[memoryview]]:
     if "video" in job:
-        return _run_video(job, content)
+        return _run_video(job, content, sock)
     layout = Layout(**job["layout"])
     pixel_job = PixelJob(
         names=tuple(job["names"]), pdq_dihedral=bool(job["dihedral"]),
@@ -157,7 +185,7 @@ def serve(sock: socket.socket) -> None:
         base = _status("VmRSS")
         try:
             _limit(job)
-            header, images = _run(job, content)
+            header, images = _run(job, content, sock)
         except Exception as exc:  # a bug: its type to the client, its trace to the server's log
             # (Not to stderr: a worker may not grow files, and stderr may be one.)
             header, images = {"ok": False, "code": ItemCode.INTERNAL,

@@ -41,6 +41,7 @@ from typing import Any
 import av
 import av.container
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from numpy.typing import NDArray
 
 from appliance.errors import ItemCode, ItemFault
@@ -128,16 +129,23 @@ class Frame:
     source: Any = field(repr=False)
     duration: float | None = None
     rotation: int = 0
+    # The video's two swscale contexts (one per output size), kept across
+    # frames: building one costs more than converting a small frame.
+    scalers: Any = field(default=None, repr=False)
+
+    def _scaler(self, which: int) -> Any:
+        return self.scalers[which] if self.scalers is not None else VideoReformatter()
 
     @cached_property
     def rgb(self) -> NDArray[np.uint8]:
-        return np.ascontiguousarray(self.source.to_ndarray(format="rgb24"))
+        out = self._scaler(0).reformat(self.source, format="rgb24", threads=1)
+        return np.ascontiguousarray(out.to_ndarray())
 
     def scaled(self, width: int, height: int) -> NDArray[np.uint8]:
         """The frame stretched to width x height with bicubic interpolation (the
         ffmpeg CLI's default for ``-s``, what the TMK reference reads)."""
-        out = self.source.reformat(width=width, height=height, format="rgb24",
-                                   interpolation="BICUBIC")
+        out = self._scaler(1).reformat(self.source, width=width, height=height, format="rgb24",
+                                       interpolation="BICUBIC", threads=1)
         return np.ascontiguousarray(out.to_ndarray())
 
 
@@ -214,6 +222,7 @@ class Video:
             raise RuntimeError("a video is decoded once; open it again to decode again")
         self._started = True
         lim, stream = self._limits, self._stream
+        scalers = (VideoReformatter(), VideoReformatter())
         time_base = stream.time_base
         # Times count from the file's start, as the ffmpeg CLI counts them.
         start = 0
@@ -242,7 +251,8 @@ class Video:
                                         f"({lim.max_video_seconds:g})")
                     duration = (float(frame.duration * time_base)
                                 if frame.duration and time_base is not None else None)
-                    yield Frame(count, seconds, frame, duration, round(frame.rotation) % 360)
+                    yield Frame(count, seconds, frame, duration, round(frame.rotation) % 360,
+                                scalers)
                     count += 1
         except (av.FFmpegError, ValueError) as exc:
             raise ItemFault(ItemCode.CORRUPT_VIDEO,

@@ -90,7 +90,7 @@ class TmkAccumulator:
 
     def __init__(self) -> None:
         self.frames = 0
-        self._d = dct_matrix()
+        self.d = dct_matrix()
         self._pure = np.zeros(DIM, dtype=np.float32)
         self._cos = np.zeros((P, M, DIM), dtype=np.float32)
         self._sin = np.zeros((P, M, DIM), dtype=np.float32)
@@ -98,7 +98,7 @@ class TmkAccumulator:
     def add(self, rgb: NDArray[np.uint8]) -> None:
         """rgb: (n, 64, 64, 3) uint8, the next n resampled frames."""
         features = np.empty((len(rgb), DIM), dtype=np.float32)
-        tmk_kernels.frame_features(np.ascontiguousarray(rgb), self._d, features)
+        tmk_kernels.frame_features(np.ascontiguousarray(rgb), self.d, features)
         self.add_features(features)
 
     def add_features(self, features: NDArray[np.float32]) -> None:

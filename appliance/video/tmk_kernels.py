@@ -7,6 +7,7 @@ order, so a ``.tmk`` made here scores 1.000000 against the reference's on the
 same frames, and the scores of two ``.tmk`` files are the reference's to the
 last printed decimal:
 
+- ``float_luma``: that luma of a frame at any size (vPDQ's);
 - ``frame_features``: the PDQF feature of 64x64 RGB frames: the C++ float32
   luma (``fillFloatLumaFromRGB``: ``0.299f*R + 0.587f*G + 0.114f*B``; not
   the image PDQ's float64 luma) and the 64 -> 16 DCT, 256 floats, with no box
@@ -36,6 +37,19 @@ from numpy.typing import NDArray
 from appliance.jit import kernel as _kernel
 
 _F32 = NDArray[np.float32]
+
+
+@_kernel
+def float_luma(rgb: NDArray[np.uint8], out: _F32) -> None:
+    """out (H, W) = ``(0.299f*R + 0.587f*G) + 0.114f*B`` of rgb (H, W, 3) uint8, in
+    float32 (the C++ reference's luma, which vPDQ hashes at full size)."""
+    wr, wg, wb = np.float32(0.299), np.float32(0.587), np.float32(0.114)
+    for y in range(rgb.shape[0]):
+        for x in range(rgb.shape[1]):
+            r = np.float32(rgb[y, x, 0])
+            g = np.float32(rgb[y, x, 1])
+            b = np.float32(rgb[y, x, 2])
+            out[y, x] = (wr * r + wg * g) + wb * b
 
 
 @_kernel
