@@ -235,3 +235,12 @@ def test_the_frame_index_equals_brute_force_on_random_videos() -> None:
                     want[row] = got
             assert {row: (dict(s)["query_percent"], dict(s)["compared_percent"])
                     for row, s in found} == want
+
+
+def test_protected_identities_get_no_video_scores() -> None:
+    from appliance.results import Hit
+    from appliance.security.secrecy import WITHHELD, redact
+
+    hit = Hit("tmk", "L", "v", "e", "", 0, "", scores=(("level1", 0.9), ("level2", 0.8)))
+    [shown] = redact([hit])
+    assert shown.scores == () and shown.distance == WITHHELD and shown.entry_id == "e"

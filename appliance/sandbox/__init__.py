@@ -210,7 +210,7 @@ class ProcessDecoders:
         def part(header: dict[str, Any], payload: bytearray) -> None:
             assert sink is not None
             kind, rgb, index, seconds = parse_part(header, payload, limits.max_video_pixels)
-            if kind == "tmk":
+            if kind == "stretched":
                 sink.tmk_frames(rgb)
             else:
                 sink.vpdq_frame(index, seconds, rgb)

@@ -164,17 +164,18 @@ TMK_BATCH = 64  # stretched frames per part at most (appliance.hashers.video)
 
 def parse_part(header: dict[str, Any], payload: bytearray, max_pixels: int
                ) -> tuple[str, NDArray[np.uint8], int, float]:
-    """A streamed part of a video job: ("tmk", (n, 64, 64, 3) frames, 0, 0.0) or
-    ("vpdq", (H, W, 3) frame, its number, its seconds); ChannelClosed if off."""
+    """A streamed part of a video job: ("stretched", (n, 64, 64, 3) frames for
+    TMK, 0, 0.0) or ("sampled", an (H, W, 3) frame for vPDQ, its number, its
+    seconds); ChannelClosed if off."""
     try:
         kind = header["part"]
         flat = np.frombuffer(payload, dtype=np.uint8)
-        if kind == "tmk":
+        if kind == "stretched":
             count = int(header["count"])
             if not 0 < count <= TMK_BATCH or len(flat) != count * TMK_SIDE * TMK_SIDE * 3:
                 raise ValueError(f"{count} TMK frames in {len(flat)} bytes")
             return kind, flat.reshape(count, TMK_SIDE, TMK_SIDE, 3), 0, 0.0
-        if kind == "vpdq":
+        if kind == "sampled":
             height, width = int(header["height"]), int(header["width"])
             index, seconds = int(header["index"]), float(header["seconds"])
             if height <= 0 or width <= 0 or height * width > max_pixels \

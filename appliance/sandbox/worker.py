@@ -124,11 +124,11 @@ class _Exporter(Hashing):
         self.sock = sock
 
     def tmk_frames(self, rgb: NDArray[np.uint8]) -> None:
-        send_frame(self.sock, {"part": "tmk", "count": len(rgb)}, b"",
+        send_frame(self.sock, {"part": "stretched", "count": len(rgb)}, b"",
                    [np.ascontiguousarray(rgb).reshape(-1).data])
 
     def vpdq_frame(self, index: int, seconds: float, rgb: NDArray[np.uint8]) -> None:
-        header = {"part": "vpdq", "index": index, "seconds": seconds,
+        header = {"part": "sampled", "index": index, "seconds": seconds,
                   "height": int(rgb.shape[0]), "width": int(rgb.shape[1])}
         send_frame(self.sock, header, b"", [np.ascontiguousarray(rgb).reshape(-1).data])
 

@@ -11,10 +11,10 @@ Every one of them has to ask, again and again, about hashes whose distance
 to the entry is close to the threshold, on either side. So for identities
 without ``reveal = "full"``:
 
-- hits of perceptual signals carry no distance (-1) and do not echo the
-  query: a hit says which list, version, entry and category matched, never
-  how closely (exact digests keep distance 0: they say nothing the caller
-  does not hold);
+- hits of perceptual signals carry no distance (-1), no scores (the video
+  signals') and do not echo the query: a hit says which list, version,
+  entry and category matched, never how closely (exact digests keep
+  distance 0: they say nothing the caller does not hold);
 - their queries are searched ``band`` bits beyond each threshold too, and
   every distinct query whose distance to an entry lies within ``band`` bits
   of the threshold, inside or outside it, is an edge probe of that entry.
@@ -63,8 +63,9 @@ def _perceptual(signal: str) -> bool:
 
 
 def redact(hits: list[Hit]) -> list[Hit]:
-    """Hits as a protected identity sees them: no distance, no query, for perceptual signals."""
-    return [replace(h, distance=WITHHELD, query="") if _perceptual(h.signal) else h
+    """Hits as a protected identity sees them: no distance, no query and no
+    scores (a video hit's scores are its distance), for perceptual signals."""
+    return [replace(h, distance=WITHHELD, query="", scores=()) if _perceptual(h.signal) else h
             for h in hits]
 
 
