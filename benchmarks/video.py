@@ -211,7 +211,8 @@ def main() -> int:
     if shutil.which("taskset") is None or shutil.which("ffmpeg") is None:
         print("needs taskset and ffmpeg (Debian: util-linux, ffmpeg)")
         return 1
-    vpdq_python = None if args.skip_setup else setup_vpdq()
+    built = REFS / "venv" / "bin" / "python"
+    vpdq_python = (built if built.exists() else None) if args.skip_setup else setup_vpdq()
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         paths = sorted(args.videos.iterdir()) if args.videos else clips(scratch)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.spatial import cKDTree
 
 from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found, check_queries, group_hits
@@ -261,6 +260,10 @@ class EuclideanIndex:
                 step = 1 << 13  # reduceat casts its input to float64 first: 9 MiB at a time
                 for lo in range(0, len(self), step):
                     sums[lo : lo + step] = self._block_sums(self._values[lo : lo + step])
+                # Imported here: SciPy's spatial module costs 0.2 s at every
+                # start, and only a PhotoDNA search above radius 0 needs it.
+                from scipy.spatial import cKDTree
+
                 self._tree = cKDTree(sums, copy_data=False)
             return self._tree
 
