@@ -366,3 +366,17 @@ def test_the_dockerfile_passes_hadolint() -> None:
     proc = subprocess.run([binary, "--no-color", str(dockerfile)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_dockerfile_has_a_cpu_and_a_gpu_target_each_run_as_a_numeric_user() -> None:
+    text = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    names = [re.match(r"\S+ AS (\w+)", s).group(1) for s in stages]  # type: ignore[union-attr]
+    assert names == ["cpu", "gpu"]  # gpu last: the default of a plain `docker build`
+    for name, stage in zip(names, stages, strict=True):
+        users = re.findall(r"^USER (\S+)$", stage, flags=re.M)
+        assert users == ["10001"], name  # numeric, not root, so runAsNonRoot can check it
+        assert "NUMBA_CACHE_DIR=/tmp/numba-cache" in stage
+        backend = re.search(r'"--backend", "(\w+)"\]', stage)
+        assert backend is not None and backend.group(1) == ("cpu" if name == "cpu" else "auto")
+    assert "[gpu]" in stages[1] and "[gpu]" not in stages[0]
