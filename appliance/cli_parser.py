@@ -34,6 +34,8 @@ def _signal_flags(section: str) -> tuple[str, ...]:
 # The settings each kind of command has as flags, in their help's order.
 HASHING_FLAGS = (*_signal_flags("hashing"), "hashing.exif_orientation", "limits.decode_isolation")
 MATCHING_FLAGS = _signal_flags("matching")
+SERVER_HELP = ("ask a running server instead (or its replicas: a name resolving to each, or "
+               "ipv4:A:P,B:P; round robin, retried on UNAVAILABLE and RESOURCE_EXHAUSTED)")
 SERVER_FLAGS = ("server.host", "server.port", "server.metrics_port", "server.backend",
                 "server.workers", "server.audit_log", "server.log_format",
                 "server.log_requests", "server.grace_seconds")
@@ -145,7 +147,7 @@ def build_parser(run: Mapping[str, Command]) -> argparse.ArgumentParser:
     add_settings(p, HASHING_FLAGS)
     add_setting(p, "matching.pdq_dihedral",
                 help="also print PDQ's 7 other rotations/flips (pdq_variants)")
-    p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
+    p.add_argument("--server", metavar="HOST:PORT", help=SERVER_HELP)
     _add_client(p)
     p.add_argument("files", nargs="+", metavar="FILE")
     add_setting(p, "server.backend")
@@ -154,7 +156,7 @@ def build_parser(run: Mapping[str, Command]) -> argparse.ArgumentParser:
     p = sub.add_parser("match", help="hash files and match them against lists")
     p.add_argument("--signals", help=signals_help)
     add_settings(p, HASHING_FLAGS)
-    p.add_argument("--server", metavar="HOST:PORT", help="ask a running server instead")
+    p.add_argument("--server", metavar="HOST:PORT", help=SERVER_HELP)
     _add_client(p)
     _add_lists(p, greedy=False)
     p.add_argument("files", nargs="+", metavar="FILE")

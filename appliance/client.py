@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from appliance.balancing import OPTIONS, target
 from appliance.convert import result_json
 from appliance.errors import ItemCode
 from appliance.v1 import appliance_pb2 as pb
@@ -46,11 +47,15 @@ class ClientAuth:
     token: str = ""
 
     def channel(self, address: str) -> grpc.Channel:
+        """A channel to every replica ``address`` resolves to, round robin, with
+        retries (appliance.balancing)."""
+        where = target(address)
         if not (self.ca or self.cert or self.key):
-            return grpc.insecure_channel(address)
+            return grpc.insecure_channel(where, options=OPTIONS)
         from appliance.security.tls import client_credentials
 
-        return grpc.secure_channel(address, client_credentials(self.ca, self.cert, self.key))
+        return grpc.secure_channel(where, client_credentials(self.ca, self.cert, self.key),
+                                   options=OPTIONS)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:

@@ -136,6 +136,9 @@ class ServerThread:
         return self.call(self.handle.wait_ready())
 
     def stop(self) -> None:
+        """Stop the server and its loop; again is a no-op (a test may stop one early)."""
+        if self.loop.is_closed():
+            return
         self.call(self.handle.stop(0))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)

@@ -1,0 +1,58 @@
+"""Client-side balancing (appliance.balancing): one client's calls spread over
+three real servers on loopback, and a stopped server's share moves to the
+others with no failed call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from appliance.balancing import OPTIONS, target
+from appliance.client import ClientAuth
+from appliance.config import Config
+from appliance.v1 import appliance_pb2 as pb
+from appliance.v1 import appliance_pb2_grpc as pb_grpc
+from tests.helpers import ServerThread, make_config
+
+
+def test_targets_keep_resolver_schemes_and_resolve_plain_names_by_dns() -> None:
+    assert target("appliance.ns.svc.cluster.local:50051") == \
+        "dns:///appliance.ns.svc.cluster.local:50051"
+    assert target(" 127.0.0.1:1 ") == "dns:///127.0.0.1:1"
+    for given in ("ipv4:10.0.0.1:50051,10.0.0.2:50051", "dns:///a:1", "unix:/run/a.sock",
+                  "ipv6:[::1]:50051"):
+        assert target(given) == given
+
+
+def _hashes(server: ServerThread) -> float:
+    value = server.handle.app.metrics.registry.get_sample_value(
+        "appliance_requests_total", {"method": "Hash", "code": "OK"})
+    return value or 0.0
+
+
+def test_calls_spread_over_three_servers_and_move_off_a_stopped_one(
+        serve: Callable[[Config], ServerThread]) -> None:
+    servers = [serve(make_config()) for _ in range(3)]
+    address = "ipv4:" + ",".join(f"127.0.0.1:{s.handle.port}" for s in servers)
+    with ClientAuth().channel(address) as channel:
+        stub = pb_grpc.ApplianceStub(channel)
+        grpc.channel_ready_future(channel).result(timeout=10)
+        for _ in range(60):
+            stub.Hash(pb.FileRequest(content=b"spread me", signals=["md5"]), timeout=10)
+        shares = [_hashes(s) for s in servers]
+        assert sum(shares) == 60 and min(shares) >= 10, shares  # round robin: 20 each
+        servers[0].stop()
+        for _ in range(60):  # none may fail: UNAVAILABLE is retried on another replica
+            result = stub.Hash(pb.FileRequest(content=b"moved", signals=["md5"]),
+                               timeout=10).result
+            assert result.hashes and not result.HasField("error")
+        after = [_hashes(s) for s in servers[1:]]
+    assert sum(after) - sum(shares[1:]) == 60 and min(a - b for a, b in
+                                                      zip(after, shares[1:], strict=True)) >= 20
+
+
+def test_the_options_name_round_robin_and_the_retried_codes() -> None:
+    config = dict(OPTIONS)["grpc.service_config"]
+    assert isinstance(config, str) and '"round_robin"' in config
+    assert "UNAVAILABLE" in config and "RESOURCE_EXHAUSTED" in config
