@@ -115,6 +115,12 @@ class RateLimited(Overloaded):
         self.retry_after = retry_after
 
 
+class TooLarge(Overloaded):
+    """Over a size limit of one request (files, bytes, hashes): RESOURCE_EXHAUSTED
+    like load shedding, but sent with gRPC's ``grpc-retry-pushback-ms`` of -1,
+    so that a client's retry policy (appliance.balancing) does not resend it."""
+
+
 class ShuttingDown(RequestFault):
     """The server is draining for shutdown and takes no new requests."""
 

@@ -35,6 +35,7 @@ from appliance.errors import (
     ItemCode,
     ItemFault,
     Overloaded,
+    TooLarge,
 )
 from appliance.hashers.digests import Digester
 from appliance.index.snapshot import Snapshot
@@ -215,7 +216,7 @@ async def receive_stream(
         data = chunk.data
         if digester.nbytes + len(data) > limits.max_stream_bytes:
             chunks.clear()  # nothing of a refused upload is kept
-            raise Overloaded(f"the stream exceeds max_stream_bytes={limits.max_stream_bytes}")
+            raise TooLarge(f"the stream exceeds max_stream_bytes={limits.max_stream_bytes}")
         if not reservation.take(len(data)):
             if metrics is not None:
                 metrics.shed.labels("inflight_bytes").inc()

@@ -39,6 +39,7 @@ from appliance.errors import (
     RateLimited,
     RequestFault,
     ShuttingDown,
+    TooLarge,
 )
 from appliance.gcpause import no_cycle_collection
 from appliance.intake import Lanes, check_item, receive_stream
@@ -170,6 +171,11 @@ def _rpc(method: Callable[[Any, Req, Any], Awaitable[Resp]]) -> Callable[..., Aw
                     pushback = str(max(1, round(fault.retry_after * 1000)))
                     context.set_trailing_metadata(
                         (("x-request-id", rid), ("grpc-retry-pushback-ms", pushback)))
+            elif isinstance(fault, TooLarge):
+                # The same request would be refused again: gRPC's retry policy
+                # does not resend a call whose pushback is negative.
+                context.set_trailing_metadata(
+                    (("x-request-id", rid), ("grpc-retry-pushback-ms", "-1")))
             await context.abort(getattr(grpc.StatusCode, code), str(fault))
             raise  # unreachable: abort raises
         except grpc.aio.AbortError:
@@ -277,12 +283,12 @@ class ApplianceService(pb_grpc.ApplianceServicer):
         if not request.files:
             raise InvalidRequest("the batch has no files")
         if len(request.files) > limits.max_request_files:
-            raise Overloaded(f"{len(request.files)} files exceeds "
-                             f"limits.max_request_files={limits.max_request_files}")
+            raise TooLarge(f"{len(request.files)} files exceeds "
+                           f"limits.max_request_files={limits.max_request_files}")
         total = sum(len(f.content) for f in request.files)
         if total > limits.max_request_bytes:
-            raise Overloaded(f"{total} bytes exceeds "
-                             f"limits.max_request_bytes={limits.max_request_bytes}")
+            raise TooLarge(f"{total} bytes exceeds "
+                           f"limits.max_request_bytes={limits.max_request_bytes}")
         results = await self._process(self._items(request.files), match=True, context=context)
         return pb.BatchResponse(results=[convert.result_to_pb(r) for r in results])
 
@@ -309,8 +315,8 @@ class ApplianceService(pb_grpc.ApplianceServicer):
             raise InvalidRequest("the lookup has no hashes")
         max_hashes = self.app.config.limits.max_lookup_hashes
         if len(request.hashes) > max_hashes:
-            raise Overloaded(f"{len(request.hashes)} hashes exceeds "
-                             f"limits.max_lookup_hashes={max_hashes}")
+            raise TooLarge(f"{len(request.hashes)} hashes exceeds "
+                           f"limits.max_lookup_hashes={max_hashes}")
         app = self.app
         identity = IDENTITY.get()
         app.security.rates.check(identity, "lookups", len(request.hashes))

@@ -4,6 +4,7 @@ others with no failed call."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import grpc
@@ -56,3 +57,29 @@ def test_the_options_name_round_robin_and_the_retried_codes() -> None:
     config = dict(OPTIONS)["grpc.service_config"]
     assert isinstance(config, str) and '"round_robin"' in config
     assert "UNAVAILABLE" in config and "RESOURCE_EXHAUSTED" in config
+
+
+def test_a_request_over_a_size_limit_says_not_to_retry_it(
+        serve: Callable[[Config], ServerThread]) -> None:
+    server = serve(make_config(max_lookup_hashes=2))
+    hashes = [pb.Hash(signal="md5", value="0" * 32) for _ in range(3)]
+    with ClientAuth().channel(f"127.0.0.1:{server.handle.port}") as channel:
+        stub = pb_grpc.ApplianceStub(channel)
+        try:
+            stub.Lookup(pb.LookupRequest(hashes=hashes), timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            trailing = {m.key: m.value for m in exc.trailing_metadata() or ()}
+            assert trailing.get("grpc-retry-pushback-ms") in ("-1", b"-1")
+        else:
+            raise AssertionError("a Lookup over max_lookup_hashes was answered")
+    # Sent once: the retry policy honoured the pushback. (The server counts an
+    # answer just after sending it: wait for the count, then for any retry.)
+    registry = server.handle.app.metrics.registry
+    labels = {"method": "Lookup", "code": "RESOURCE_EXHAUSTED"}
+    stop = time.monotonic() + 5
+    while not registry.get_sample_value("appliance_requests_total", labels) \
+            and time.monotonic() < stop:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    assert registry.get_sample_value("appliance_requests_total", labels) == 1
