@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from appliance import signals as sig
 from appliance.errors import ItemFault
 from appliance.hashers.video import VideoJob
-from appliance.results import Item, ItemError, ItemResult
+from appliance.results import Item, ItemResult
 from appliance.video.decode import sniff
 from appliance.video.limits import VideoLimits, decode_memory
 
@@ -71,8 +71,7 @@ def hash_video(pipeline: Pipeline, item: Item, names: Sequence[str], result: Ite
             out = pipeline.decoders.run_video(item.content, job, limits, memory, item.deadline,
                                               pipeline.video_sink(job.names))
     except ItemFault as fault:
-        for name in names:
-            result.skipped[name] = ItemError.of(fault)
+        result.skip(names, fault)
         return
     if pipeline.metrics is not None:
         pipeline.metrics.stage_seconds.labels("video_decode").observe(out.decode_seconds)

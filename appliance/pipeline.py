@@ -239,8 +239,7 @@ class Pipeline:
                     # share of the budget stays held until it has hashed them.
                     work.held += kept.take()
         except ItemFault as fault:
-            for name in names:
-                result.skipped[name] = ItemError.of(fault)
+            result.skip(names, fault)
             return
         if self.metrics is not None:
             self.metrics.stage_seconds.labels("decode").observe(out.decode_seconds)

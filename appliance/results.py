@@ -7,7 +7,7 @@ audit and batching can use these types without loading any numerical library.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -101,6 +101,11 @@ class ItemResult:
     matches: list[Hit] = field(default_factory=list)
     # Hits beyond the threshold within the item's probe band: never reported.
     near: list[Hit] = field(default_factory=list)
+
+    def skip(self, names: Iterable[str], fault: ItemFault) -> None:
+        """Each of ``names`` skipped for ``fault`` (the file's other hashes stand)."""
+        for name in names:
+            self.skipped[name] = ItemError.of(fault)
 
     @property
     def matched(self) -> bool:

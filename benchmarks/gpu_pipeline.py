@@ -117,7 +117,13 @@ def main() -> int:
         print(f"{'what':<34} {'gpu':>10} {'cpu':>10} {'gpu/cpu':>8}")
         print(f"{'files/s (median of runs)':<34} {rate['gpu']:>10,.1f} {rate['cpu']:>10,.1f} "
               f"{rate['gpu'] / rate['cpu']:>7.2f}x")
-    if args.tiny:
+    return verdict(gpu, metrics, failure, args.tiny)
+
+
+def verdict(gpu: Any, metrics: Any, failure: str, tiny: bool) -> int:
+    """The last lines of a GPU benchmark (``fallbacks: N``, FAILED and why) and its
+    exit status: 1 after a failure or any device fault, whose figures are not the GPU's."""
+    if tiny:
         print("(simulator: figures mean nothing; the run checks that the script works)")
     faults = fallbacks_of(gpu, metrics)
     print(f"fallbacks: {faults}", flush=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.gpu_pipeline import fallbacks_of
+from benchmarks.gpu_pipeline import verdict
 
 
 def main() -> int:
@@ -95,18 +95,7 @@ def main() -> int:
                              ("frames/s (median of runs)", total)):
             g, c = amount / median["gpu"], amount / median["cpu"]
             print(f"{what:<30} {g:>10,.1f} {c:>10,.1f} {g / c:>7.2f}x")
-    if args.tiny:
-        print("(simulator: figures mean nothing; the run checks that the script works)")
-    faults = fallbacks_of(gpu, metrics)
-    print(f"fallbacks: {faults}", flush=True)
-    if failure:
-        print(f"FAILED: {failure}", flush=True)
-        return 1
-    if faults:
-        print(f"FAILED: {faults} device fault(s); the figures above are not the GPU's",
-              flush=True)
-        return 1
-    return 0
+    return verdict(gpu, metrics, failure, args.tiny)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from appliance.index.exact import ExactIndex
 from appliance.index.hamming import Found, group_hits
 from appliance.index.mih import MultiIndexHamming
 from appliance.index.snapshot import ListIndex, Snapshot
-from appliance.index.video import MARGIN, FrameIndex, TmkIndex
+from appliance.index.video import FrameIndex, TmkIndex, near
 from appliance.results import Hit
 from appliance.signals import SIGNALS, MatchKind
 from kernels import exact as exact_kernel
@@ -125,7 +125,7 @@ class TmkSearcher:
         dev = self._device
         approx = dev.to_host(dev.xp.matmul(dev.upload(np.ascontiguousarray(units)),
                                            self._units.T))
-        return [np.flatnonzero(row >= level1 - MARGIN) for row in approx]
+        return near(approx, level1)
 
     def hook(self) -> Any:
         return self.candidates

@@ -76,9 +76,7 @@ class Hashing:
 
     def tmk_features(self, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
         """(n, 256) PDQF features of (n, 64, 64, 3) frames."""
-        out = np.empty((len(rgb), tmk_features.DIM), dtype=np.float32)
-        tmk_kernels.frame_features(np.ascontiguousarray(rgb), self.sums.d, out)
-        return out
+        return self.sums.features(rgb)
 
     def vpdq_hash(self, rgb: NDArray[np.uint8]) -> tuple[bytes, int]:
         """PDQ and quality of one full-size frame, from the reference's float32 luma."""

@@ -46,6 +46,11 @@ Search = Callable[[NDArray[np.uint8], int], list[Any]]
 """(k, 32) frame hashes, radius -> per frame (positions, distances), MultiIndexHamming's."""
 
 
+def near(approx: NDArray[np.float32], level1: float) -> list[NDArray[np.intp]]:
+    """Per row of (Q, M) float32 cosines, the positions within MARGIN of ``level1``."""
+    return [np.flatnonzero(row >= level1 - MARGIN) for row in approx]
+
+
 def _unit(pure: NDArray[np.float32]) -> NDArray[np.float32]:
     norms = np.sqrt((pure.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
     out: NDArray[np.float32] = np.divide(pure, norms, out=np.zeros_like(pure),
@@ -96,8 +101,7 @@ class TmkIndex:
     def candidates(self, units: NDArray[np.float32], level1: float) -> list[NDArray[np.intp]]:
         """Per query unit average (Q, 256), the positions whose float32 cosine is
         within the margin of ``level1`` (a device does the same product)."""
-        approx = units @ self._unit.T
-        return [np.flatnonzero(row >= level1 - MARGIN) for row in approx]
+        return near(units @ self._unit.T, level1)
 
     def match(self, queries: Sequence[bytes], level1: float, level2: float,
               candidates: Candidates | None = None) -> list[Scored]:

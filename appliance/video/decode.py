@@ -45,7 +45,7 @@ from av.video.reformatter import VideoReformatter
 from numpy.typing import NDArray
 
 from appliance.errors import ItemCode, ItemFault
-from appliance.video.limits import VideoLimits
+from appliance.video.limits import VideoLimits, decode_bytes
 
 # Container signatures -> FFmpeg's demuxer. MP4 and QuickTime: an ``ftyp``
 # atom, or (old QuickTime) one of these atoms first.
@@ -69,9 +69,6 @@ _CONTAINER_OPTIONS = {
     "probesize": str(8 << 20),
     "max_streams": "16",
 }
-# Reference frames an H.264/H.265 decoder may hold (16), plus the frame being
-# decoded and one in conversion: YUV 4:2:0 at 1.5 bytes a pixel.
-_DECODER_FRAMES = 18
 
 
 def _refuse_io(url: str, flags: int, options: dict[str, Any]) -> Any:
@@ -107,9 +104,9 @@ class VideoInfo:
 
     @property
     def decode_bytes(self) -> int:
-        """Estimated peak memory of the decode: the decoder's frames and one RGB
-        frame; what a decode would ask of ``admission.DecodeBudget``."""
-        return self.width * self.height * 3 // 2 * _DECODER_FRAMES + self.frame_bytes
+        """Estimated peak memory of decoding and hashing this video (the estimate
+        admission makes for the largest frame, ``limits.decode_bytes``)."""
+        return decode_bytes(self.width * self.height)
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,15 @@ _BYTES_PER_PIXEL = 18 * 1.5 + 3 + 12
 _BASE_BYTES = 64 << 20
 
 
+def decode_bytes(pixels: int) -> int:
+    """Estimated peak memory of decoding and hashing a video of frames of ``pixels``."""
+    return int(pixels * _BYTES_PER_PIXEL) + _BASE_BYTES
+
+
 def decode_memory(limits: VideoLimits) -> int:
     """What one video's decode is admitted for (``limits.max_decode_bytes_in_flight``
     counts it) and its worker's memory limit: the worst case of the largest
     frame ``limits.max_video_pixels`` allows, since a video's size is only
     known once FFmpeg has read its header, in the worker. 445 MiB at the 4K
     default; a host that takes 1080p at most halves it by lowering that limit."""
-    return int(limits.max_video_pixels * _BYTES_PER_PIXEL) + _BASE_BYTES
+    return decode_bytes(limits.max_video_pixels)

@@ -95,11 +95,15 @@ class TmkAccumulator:
         self._cos = np.zeros((P, M, DIM), dtype=np.float32)
         self._sin = np.zeros((P, M, DIM), dtype=np.float32)
 
+    def features(self, rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """(n, 256) PDQF features of rgb (n, 64, 64, 3) uint8 frames."""
+        out = np.empty((len(rgb), DIM), dtype=np.float32)
+        tmk_kernels.frame_features(np.ascontiguousarray(rgb), self.d, out)
+        return out
+
     def add(self, rgb: NDArray[np.uint8]) -> None:
         """rgb: (n, 64, 64, 3) uint8, the next n resampled frames."""
-        features = np.empty((len(rgb), DIM), dtype=np.float32)
-        tmk_kernels.frame_features(np.ascontiguousarray(rgb), self.d, features)
-        self.add_features(features)
+        self.add_features(self.features(rgb))
 
     def add_features(self, features: NDArray[np.float32]) -> None:
         """features: (n, 256) float32, the PDQF features of the next n frames
