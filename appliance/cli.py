@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from appliance import cli_parser
 from appliance import config as cfg
-from appliance.errors import ApplianceError, ItemCode
+from appliance.errors import ApplianceError
 from appliance.settings import settings
 
 # Heavy modules (numba, Pillow, grpc) are imported by the commands that need
@@ -40,26 +40,6 @@ def _config(args: argparse.Namespace) -> cfg.Config:
     )
 
 
-def _read_item(path: Path, limit: int, signals: tuple[str, ...]) -> Any:
-    """The Item of a file, or the ItemResult saying why it could not be read.
-
-    Local files are held to ``limits.max_stream_bytes``, as ``--server`` is
-    (it streams the files it sends), so local and remote answers agree; a
-    larger file is refused from its size, unread.
-    """
-    from appliance.results import Item, ItemError, ItemResult
-
-    try:
-        with path.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                return ItemResult(id=str(path), size=size, error=ItemError(
-                    ItemCode.TOO_LARGE, f"{size} bytes exceeds limits.max_stream_bytes={limit}"))
-            return Item(str(path), f.read(limit + 1), signals, streamed=True)
-    except OSError as exc:
-        return ItemResult(id=str(path), size=0, error=ItemError(ItemCode.UNREADABLE, str(exc)))
-
-
 def _local_results(
     paths: Sequence[Path], config: cfg.Config, signals: tuple[str, ...], match: bool,
     workers: int,
@@ -72,6 +52,7 @@ def _local_results(
     """
     from appliance.backend import make_pipeline, select_backend
     from appliance.loading import load_snapshot
+    from appliance.reading import read_item
     from appliance.results import Item
 
     pipeline = make_pipeline(config, select_backend(config.server.backend, config.gpu))
@@ -81,7 +62,7 @@ def _local_results(
     limit = config.limits.max_stream_bytes
 
     def run(chunk: Sequence[Path]) -> list[Any]:
-        read = list(pool.map(lambda p: _read_item(p, limit, signals), chunk))
+        read = list(pool.map(lambda p: read_item(str(p), limit, signals), chunk))
         items = [r for r in read if isinstance(r, Item)]
         done = iter(pipeline.run(items, snapshot, pool))
         return [next(done) if isinstance(r, Item) else r for r in read]
@@ -175,17 +156,12 @@ def _writable_parent(path: str, what: str) -> None:
         raise ApplianceError(f"{what} {path}: the directory {parent} cannot be written")
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
-
-
 def cmd_scan(args: argparse.Namespace) -> int:
     import time
 
     from tqdm import tqdm
+
+    from appliance.reading import walk
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -194,7 +170,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     _signals(args)
     if args.out:
         _writable_parent(args.out, "--out")
-    paths = list(_walk(root))
+    paths = list(walk(root))
     out: TextIO = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115
     files = nbytes = matches = matched_files = errors = 0
     start = time.perf_counter()
@@ -229,6 +205,49 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if args.summary_json:
         print(json.dumps(summary), file=sys.stderr)
     return 1 if errors else 0
+
+
+def _bulk_summary(args: argparse.Namespace, text: str, summary: dict[str, Any]) -> None:
+    print(text, file=sys.stderr)
+    if args.summary_json:
+        print(json.dumps(summary), file=sys.stderr)
+
+
+def cmd_bulk_scan(args: argparse.Namespace) -> int:
+    from appliance.bulk import scan
+
+    config = _config(args)
+    signals = _signals(args)
+    done = scan.run(config, args.source, args.out, signals, ray_address=args.ray_address,
+                    actors=args.actors, threads=args.threads, progress=not args.no_progress)
+    s = done.as_dict()
+    _bulk_summary(args, (
+        f"bulk scanned {_count(done.files, 'file')} ({done.bytes / 1e6:.1f} MB) in "
+        f"{done.seconds:.1f} s ({s['files_per_second']} files/s): "
+        f"{_count(done.matches, 'match')} in {_count(done.matched_files, 'matched file')}, "
+        f"{_count(done.errors, 'error')}; wrote {_count(done.parts, 'Parquet file')} to "
+        f"{args.out}"), s)
+    return 1 if done.errors else 0
+
+
+def cmd_bulk_rematch(args: argparse.Namespace) -> int:
+    from appliance.bulk import rematch
+
+    config = _config(args)
+    if config.matching.pdq_dihedral:
+        raise ApplianceError("--dihedral needs the pictures (their rotations are hashed); "
+                             "stored hashes are matched as they are")
+    done = rematch.run(config, args.hashes, args.out, args.only_new_since or (),
+                       ray_address=args.ray_address, actors=args.actors, threads=args.threads,
+                       progress=not args.no_progress)
+    s = done.as_dict()
+    _bulk_summary(args, (
+        f"bulk rematched {_count(done.rows, 'row')} in {done.seconds:.1f} s "
+        f"({s['rows_per_second']} rows/s) against {done.against}: "
+        f"{_count(done.hits, 'hit')} in {_count(done.rows_hit, 'row')}, "
+        f"{_count(done.malformed, 'malformed value')}; wrote "
+        f"{_count(done.parts, 'Parquet file')} to {args.out}"), s)
+    return 1 if done.malformed else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -309,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
         "serve": cmd_serve, "doctor": cmd_doctor,
         "hash": lambda a: cmd_hash_or_match(a, match=False),
         "match": lambda a: cmd_hash_or_match(a, match=True),
-        "scan": cmd_scan, "lists compile": cmd_lists_compile,
+        "scan": cmd_scan, "bulk scan": cmd_bulk_scan, "bulk rematch": cmd_bulk_rematch,
+        "lists compile": cmd_lists_compile,
         "lists inspect": cmd_lists_inspect, "audit verify": cmd_audit_verify, "demo": cmd_demo,
     })
 

@@ -36,7 +36,8 @@ HASHING_FLAGS = (*_signal_flags("hashing"), "hashing.exif_orientation", "limits.
 MATCHING_FLAGS = _signal_flags("matching")
 SERVER_HELP = ("ask a running server instead (or its replicas: a name resolving to each, or "
                "ipv4:A:P,B:P; round robin, retried on UNAVAILABLE and RESOURCE_EXHAUSTED)")
-SERVER_FLAGS = ("server.host", "server.port", "server.metrics_port", "server.backend",
+SERVER_FLAGS = ("server.host", "server.port", "server.metrics_port", "server.health_port",
+                "server.backend",
                 "server.workers", "server.audit_log", "server.log_format",
                 "server.log_requests", "server.grace_seconds")
 SECURITY_FLAGS = ("security.tls_cert", "security.tls_key", "security.tls_client_ca",
@@ -176,6 +177,8 @@ def build_parser(run: Mapping[str, Command]) -> argparse.ArgumentParser:
     add_setting(p, "server.backend")
     p.set_defaults(func=run["scan"])
 
+    _add_bulk(sub, run, signals_help)
+
     p = sub.add_parser("lists", help="compile and inspect list snapshots")
     lists_sub = p.add_subparsers(dest="lists_command", metavar="{compile,inspect}",
                                  required=True)
@@ -212,6 +215,54 @@ def build_parser(run: Mapping[str, Command]) -> argparse.ArgumentParser:
                              help="TOML configuration file")
         command.set_defaults(parser=command)
     return parser
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    """How a bulk command runs on Ray, and what it shows."""
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="write Parquet here (part-00000.parquet, ...); a local directory, new "
+                   "or without parts, or an object-store URI")
+    g = p.add_argument_group("Ray")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="the Ray cluster to run on (default: a local Ray started for the run)")
+    g.add_argument("--actors", type=int, default=0, metavar="N",
+                   help="worker actors (default: one per GPU on the GPU backend, else the "
+                   "cluster's CPUs / --threads)")
+    g.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="hashing threads (CPUs) per actor (default 2, or CPUs / --actors)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--summary-json", action="store_true",
+                   help="also print the summary as one JSON line on standard error")
+    add_setting(p, "server.backend")
+
+
+def _add_bulk(sub: Any, run: Mapping[str, Command], signals_help: str) -> None:
+    p = sub.add_parser("bulk", help="scan stored files, or rematch stored hashes, on Ray Data")
+    bulk = p.add_subparsers(dest="bulk_command", metavar="{scan,rematch}", required=True)
+    q = bulk.add_parser(
+        "scan", help="hash and match every file of a directory tree, a text file of paths, or "
+                     "an object-store prefix, into Parquet (one row per file)")
+    q.add_argument("source", metavar="SOURCE",
+                   help="a directory, a text file of paths (one per line), or a URI "
+                   "(s3://bucket/prefix, ...) of either")
+    q.add_argument("--signals", help=signals_help)
+    add_settings(q, HASHING_FLAGS)
+    _add_lists(q, greedy=False)
+    _add_engine(q)
+    q.set_defaults(func=run["bulk scan"])
+    q = bulk.add_parser(
+        "rematch", help="match stored hash records (id plus signal columns in hex) against "
+                        "the lists, or only what they added since an older snapshot, into "
+                        "Parquet (one row per hit)")
+    q.add_argument("hashes", metavar="HASHES",
+                   help="Parquet (a file or a directory of files) or CSV (*.csv) of records: "
+                   "id, then signal columns (md5, pdq, ...) and optionally pdq_quality")
+    _add_lists(q, greedy=False)
+    q.add_argument("--only-new-since", action="append", metavar="SNAPSHOT",
+                   help="match only the values that the lists gained since this older "
+                   "snapshot (a compiled snapshot or list SPEC; repeat for several)")
+    _add_engine(q)
+    q.set_defaults(func=run["bulk rematch"])
 
 
 def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:

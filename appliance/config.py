@@ -97,7 +97,8 @@ class Config:
             raise ConfigError(
                 f"server.backend must be one of {get_args(Backend)}, got {s.backend!r}"
             )
-        for name, value in (("server.port", s.port), ("server.metrics_port", s.metrics_port)):
+        for name, value in (("server.port", s.port), ("server.metrics_port", s.metrics_port),
+                            ("server.health_port", s.health_port)):
             if not 0 <= value <= 65535:
                 raise ConfigError(f"{name} must be 0..65535, got {value}")
         positive = {

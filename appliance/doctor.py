@@ -74,6 +74,7 @@ def run(config: Config, origin: str) -> int:
         ("security", _security),
         ("grpc port", lambda c: _bind(s.host, s.port)),
         ("metrics port", lambda c: _bind(s.host, s.metrics_port)),
+        *([("health port", lambda c: _bind(s.host, s.health_port))] if s.health_port else []),
         ("lists", _lists),
         ("kernels", _kernels),
         ("decode workers", _workers),

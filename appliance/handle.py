@@ -47,6 +47,9 @@ class ServerHandle:
     app: App
     health: health_aio.HealthServicer
     _metrics_server: MetricsServer | None = None
+    # The plaintext health-only server (server.health_port), and its port.
+    _health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
     _metrics_tls: Any = None
     _tasks: tuple[asyncio.Task[None], ...] = ()
     _load_task: asyncio.Task[None] | None = None
@@ -132,6 +135,8 @@ class ServerHandle:
         # which never end by themselves) is cancelled after a moment to flush
         # the last answers, rather than holding the exit for the whole grace.
         await self.server.stop(min(_FLUSH_SECONDS, max(0.0, end - time.monotonic())))
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         if self._metrics_server is not None:
             await self._metrics_server.close()
         await _shut_down(app, max(1.0, end - time.monotonic()))

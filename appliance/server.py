@@ -148,6 +148,28 @@ class _Pools:
         )
 
 
+def _health_server(servicer: health_aio.HealthServicer, address: str) -> tuple[
+        grpc.aio.Server, int]:
+    """A second server, plaintext, with the health service alone (same servicer,
+    so the same status): Kubernetes' grpc probes speak neither TLS nor tokens.
+    It tells SERVING or NOT_SERVING and nothing else: no method that takes or
+    gives content or list data is on it, nor reflection."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", 4096), ("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        port = 0
+        cause: Exception | None = exc
+    else:
+        cause = None
+    if port == 0:
+        raise ConfigError(f"cannot bind the health port {address}: in use, or not an address "
+                          "of this machine") from cause
+    return server, port
+
+
 async def create_server(
     config: Config,
     loader: Callable[[Config], Loaded] | None = None,
@@ -232,6 +254,10 @@ async def create_server(
     if port == 0:
         raise ConfigError(f"cannot bind {address}: in use, or not an address of this machine")
     handle = ServerHandle(server, port, None, app, health_servicer)
+    if config.server.health_port:
+        handle._health_server, handle.health_port = _health_server(
+            health_servicer, f"{config.server.host}:{config.server.health_port}")
+        await handle._health_server.start()
     if metrics_http:
         if config.security.metrics_tls:
             handle._metrics_tls = metrics_context(TlsFiles(config.security.tls_cert,
@@ -269,7 +295,9 @@ async def serve(config: Config) -> int:
     )
     host = config.server.host
     scheme = "https" if config.security.metrics_tls else "http"
-    where = (f"grpc={host}:{handle.port} metrics={scheme}://{host}:{handle.metrics_port}/metrics "
+    health = f" health={host}:{handle.health_port}" if handle.health_port else ""
+    where = (f"grpc={host}:{handle.port}{health} "
+             f"metrics={scheme}://{host}:{handle.metrics_port}/metrics "
              f"backend={handle.app.backend.name} ({handle.app.backend.reason}) "
              f"{handle.app.security.describe()}")
     try:

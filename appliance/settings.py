@@ -65,10 +65,12 @@ class ServerConfig:
     host: str = setting("127.0.0.1", flag="--host")
     port: int = setting(50051, flag="--port")
     metrics_port: int = setting(9464, flag="--metrics-port")
+    health_port: int = setting(0, "also serve gRPC health alone, in plaintext, on this port: "
+                               "for probes that can do neither TLS nor tokens (Kubernetes') "
+                               "(default {default}: off)", flag="--health-port")
     backend: Backend = setting(
         "cpu", "compute backend (default {default}; auto: the GPU when there is one; "
         "gpu-sim: the GPU path simulated on the CPU, slow, for tests)", flag="--backend")
-    # Threads that hash and decode; 0 means one per core.
     workers: int = setting(0, "hashing threads (default {default}: one per core)",
                            flag="--workers")
     # Requests being served at once, per class of method; beyond its class's
@@ -82,7 +84,6 @@ class ServerConfig:
     max_inflight_control: int = 16
     # Concurrent heavy-lane decodes (see limits.heavy_decode_bytes); 0: half the workers.
     heavy_workers: int = 0
-    # Seconds given to in-flight requests on shutdown.
     grace_seconds: float = setting(
         10.0, "on SIGTERM, time given to accepted requests (default {default})",
         flag="--grace-seconds")
@@ -92,7 +93,6 @@ class ServerConfig:
     # Seconds between checks of the list files for changes (0: no watching;
     # reloads then come from SIGHUP or the ReloadLists RPC).
     watch_lists_seconds: float = 0.0
-    # "text" for people, "json" for log pipelines: one JSON object per line.
     log_format: LogFormat = setting(
         "text", "text, or json: one JSON object per line (default {default})",
         flag="--log-format")

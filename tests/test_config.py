@@ -144,6 +144,7 @@ def test_bad_batching_gpu_and_log_settings_are_refused(
 # derived from the fields' metadata: other programs and checks use them.
 SERVE_FLAGS = {
     "--host": "server.host", "--port": "server.port", "--metrics-port": "server.metrics_port",
+    "--health-port": "server.health_port",
     "--backend": "server.backend", "--workers": "server.workers",
     "--audit-log": "server.audit_log", "--log-format": "server.log_format",
     "--log-requests": "server.log_requests", "--grace-seconds": "server.grace_seconds",

@@ -263,6 +263,45 @@ def test_mutual_tls_needs_a_certificate_and_its_subject_names_an_identity(
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_health_port_answers_probes_in_plaintext_and_nothing_else(
+        serve, pki, tmp_path: Path) -> None:
+    """With mutual TLS on the gRPC port, a probe that has neither a certificate nor
+    a token (Kubernetes' grpc probe) asks the health port; it has health alone."""
+    authority, server_pair, _ = pki
+    config = _config(tls_cert=str(server_pair.cert), tls_key=str(server_pair.key),
+                     tls_client_ca=str(authority.ca),
+                     identities_file=str(_identities(tmp_path / "ids.toml")))
+    port = _free_port()
+    srv = serve(replace(config, server=replace(config.server, health_port=port)))
+    assert srv.handle.health_port == port
+    srv.wait_ready()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                          timeout=5)
+        assert check.status == health_pb2.HealthCheckResponse.SERVING
+        named = health_pb2.HealthCheckRequest(service="appliance.v1.Appliance")
+        assert health_pb2_grpc.HealthStub(channel).Check(named, timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        hashing = _code(lambda: pb_grpc.ApplianceStub(channel).Hash(
+            pb.FileRequest(content=b"a"), timeout=5))
+        assert hashing == grpc.StatusCode.UNIMPLEMENTED
+        listing = reflection_pb2.ServerReflectionRequest(list_services="")
+        reflecting = _code(lambda: list(reflection_pb2_grpc.ServerReflectionStub(
+            channel).ServerReflectionInfo(iter([listing]), timeout=5)))
+        assert reflecting == grpc.StatusCode.UNIMPLEMENTED
+        # Shutting down, the probe sees NOT_SERVING before the port goes.
+        srv.call(srv.handle.health.enter_graceful_shutdown())
+        assert health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5).status == \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 def _served_certificate(port: int, authority: Authority) -> bytes:
     context = ssl.create_default_context(cafile=str(authority.ca))
     context.set_alpn_protocols(["h2"])

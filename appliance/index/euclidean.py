@@ -114,6 +114,10 @@ class EuclideanIndex:
         """The raw values and rows (no copy): all a compiled snapshot stores."""
         return {"values": self._values, "rows": self._rows}
 
+    def stored(self) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """The values and their rows as built (see ExactIndex.stored)."""
+        return np.ascontiguousarray(self._values), np.asarray(self._rows, dtype=np.int64)
+
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, NDArray[Any]]) -> EuclideanIndex:
         """The index of ``to_arrays()``'s arrays (read-only maps welcome); builds nothing."""

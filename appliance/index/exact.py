@@ -270,6 +270,13 @@ class ExactIndex(ArrayIndex):
         ``kernels.exact`` searches on a device)."""
         return self._keys
 
+    def stored(self) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """Every stored value as (M, W) uint8 bytes with its (M,) int64 row, in
+        stored order (a copy): what it was built from, for list deltas
+        (appliance.bulk.delta) when no parsed list is at hand."""
+        raw = self._keys.astype(">u8").view(np.uint8).reshape(len(self._keys), -1)
+        return np.ascontiguousarray(raw[:, :self.width]), self._rows.astype(np.int64)
+
     def search(self, queries: NDArray[np.uint8], radius: int = 0) -> list[Found]:
         """The search contract of every index (see ``HammingIndex.search``): per
         query its rows, ascending, each at distance 0 (``radius`` is ignored:

@@ -356,6 +356,12 @@ class MultiIndexHamming(ArrayIndex):
         packs queries, in stored order (read-only)."""
         return self._words
 
+    def stored(self) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """Every stored hash as (M, W) uint8 bytes with its (M,) int64 row, in
+        stored order (a copy; see ExactIndex.stored)."""
+        raw = np.ascontiguousarray(self._words).view(np.uint8).reshape(len(self._words), -1)
+        return np.ascontiguousarray(raw[:, :self.width]), self._rows.astype(np.int64)
+
     def rows_at(self, positions: NDArray[Any]) -> NDArray[np.int64]:
         """The (k,) int64 rows of stored ``positions`` (what a search of ``words`` finds)."""
         rows: NDArray[np.int64] = self._rows[positions].astype(np.int64)
