@@ -1,4 +1,4 @@
-"""The ``appliance`` command: serve, hash, match, scan, demo.
+"""The ``appliance`` command: serve, hash, match, scan, bulk, lists, audit, demo.
 
 Output of hash/match/scan is one JSON object per file and line (see the
 README): ``{"file", "md5", "sha1", "sha256", "pdq", "pdq_quality", ...}``, with
@@ -6,6 +6,7 @@ README): ``{"file", "md5", "sha1", "sha256", "pdq", "pdq_quality", ...}``, with
 that could not be made, or ``{"file", "error": {"code", "message"}}``. Exit
 status: 0 when every file was processed, 1 when some file had an error, 2 for
 bad usage, a bad configuration, or a list or port that does not work.
+``bulk scan`` and ``bulk rematch`` write Parquet instead (appliance.bulk).
 """
 
 from __future__ import annotations

@@ -148,8 +148,9 @@ class Config:
         for name, number in non_negative.items():
             if number < 0:
                 raise ConfigError(f"{name} must not be negative, got {number}")
-        if s.workers < 0 or s.grace_seconds < 0:
-            raise ConfigError("server.workers and server.grace_seconds must not be negative")
+        if s.workers < 0 or s.grace_seconds < 0 or s.max_connection_age_seconds < 0:
+            raise ConfigError("server.workers, server.grace_seconds and "
+                              "server.max_connection_age_seconds must not be negative")
         unknown_formats = [f for f in lim.image_formats if f not in IMAGE_FORMATS]
         if unknown_formats or not lim.image_formats:
             raise ConfigError(f"limits.image_formats must be a non-empty subset of "

@@ -148,6 +148,16 @@ class _Pools:
         )
 
 
+def _connection_age(config: Config) -> list[tuple[str, int]]:
+    """server.max_connection_age_seconds as gRPC's options: after the age a
+    GOAWAY, then time for the calls in flight (a stream's whole life) to end."""
+    age = config.server.max_connection_age_seconds
+    if age <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", int(age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.limits.stream_max_seconds * 1000))]
+
+
 def _health_server(servicer: health_aio.HealthServicer, address: str) -> tuple[
         grpc.aio.Server, int]:
     """A second server, plaintext, with the health service alone (same servicer,
@@ -233,6 +243,7 @@ async def create_server(
             # One server per port: with SO_REUSEPORT (gRPC's default) a second
             # server would bind the same port and split the traffic.
             ("grpc.so_reuseport", 0),
+            *_connection_age(config),
         ]
     )
     pb_grpc.add_ApplianceServicer_to_server(ApplianceService(app), server)

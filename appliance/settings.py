@@ -84,10 +84,12 @@ class ServerConfig:
     max_inflight_control: int = 16
     # Concurrent heavy-lane decodes (see limits.heavy_decode_bytes); 0: half the workers.
     heavy_workers: int = 0
+    # > 0: connections are closed (GOAWAY) after this long, so balancing clients
+    # resolve the name again and find replicas added since (an autoscaler's).
+    max_connection_age_seconds: float = 0.0
     grace_seconds: float = setting(
         10.0, "on SIGTERM, time given to accepted requests (default {default})",
         flag="--grace-seconds")
-    # Append-only JSON-lines audit log of every match; empty disables it.
     audit_log: str = setting("", "append every match to this JSON-lines file",
                              flag="--audit-log")
     # Seconds between checks of the list files for changes (0: no watching;
@@ -96,8 +98,7 @@ class ServerConfig:
     log_format: LogFormat = setting(
         "text", "text, or json: one JSON object per line (default {default})",
         flag="--log-format")
-    # Log every RPC (an access log: request id, method, code, seconds); without
-    # it only RPCs that did not end OK are logged.
+    # An access log: request id, method, code, seconds (else failed RPCs only).
     log_requests: bool = setting(
         False, "log every RPC (request id, method, code, seconds), not only failures",
         flag="--log-requests")

@@ -83,3 +83,34 @@ def test_a_request_over_a_size_limit_says_not_to_retry_it(
         time.sleep(0.02)
     time.sleep(0.5)
     assert registry.get_sample_value("appliance_requests_total", labels) == 1
+
+
+def test_connections_past_their_age_are_ended_so_clients_resolve_again(
+        serve: Callable[[Config], ServerThread]) -> None:
+    """server.max_connection_age_seconds: the server ends each connection with a
+    GOAWAY after that long; the client's channel leaves READY (and a DNS target
+    is resolved again when it reconnects), and the next call simply works."""
+    from dataclasses import replace
+
+    config = make_config()
+    server = serve(replace(config, server=replace(config.server,
+                                                  max_connection_age_seconds=0.5)))
+    seen: list[grpc.ChannelConnectivity] = []
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.ApplianceStub(channel)
+        assert stub.Hash(pb.FileRequest(content=b"a", signals=["md5"]), timeout=10).result.hashes
+        channel.subscribe(seen.append, try_to_connect=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and grpc.ChannelConnectivity.IDLE not in seen:
+            time.sleep(0.05)
+        assert grpc.ChannelConnectivity.IDLE in seen, seen  # the GOAWAY ended the connection
+        assert stub.Hash(pb.FileRequest(content=b"b", signals=["md5"]), timeout=10).result.hashes
+    # Without the setting, a connection stays up.
+    server = serve(make_config())
+    seen.clear()
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.ApplianceStub(channel)
+        assert stub.Hash(pb.FileRequest(content=b"a", signals=["md5"]), timeout=10).result.hashes
+        channel.subscribe(seen.append, try_to_connect=False)
+        time.sleep(1.5)
+    assert grpc.ChannelConnectivity.IDLE not in seen, seen

@@ -332,3 +332,42 @@ def test_rematch_refuses_records_it_cannot_match(ray_here, tmp_path) -> None:
                          "--out", str(tmp_path / f"out-{name}"), "--no-progress"]) == 2
     assert cli.main(["bulk", "rematch", str(tmp_path / "noid.parquet"), *lists, "--dihedral",
                      "--out", str(tmp_path / "out-d"), "--no-progress"]) == 2
+
+
+# -- the actor pool ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("backend", "resources", "asked", "want"), [
+    ("gpu", {"CPU": 16, "GPU": 2}, (0, 0), (2, 8, 1.0)),  # one actor per GPU, a GPU each
+    ("auto", {"CPU": 16, "GPU": 4}, (0, 0), (4, 4, 1.0)),
+    ("auto", {"CPU": 16}, (0, 0), (8, 2, 0.0)),  # no GPU: CPU actors of 2 threads
+    ("cpu", {"CPU": 16, "GPU": 4}, (0, 0), (8, 2, 0.0)),  # cpu asked: the GPUs are not taken
+    ("cpu", {"CPU": 16}, (3, 0), (3, 5, 0.0)),
+    ("cpu", {"CPU": 1}, (0, 0), (1, 1, 0.0)),
+])
+def test_the_pool_follows_the_backend_and_the_cluster(monkeypatch, backend, resources, asked,
+                                                      want) -> None:
+    import ray
+
+    from appliance.bulk import engine
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
+    pool = engine.size_pool(backend, *asked)
+    assert (pool.actors, pool.threads, pool.gpus) == want
+    args = pool.remote_args()
+    assert args["num_gpus"] == (1.0 if want[2] else None) and args["num_cpus"] == want[1]
+    assert args["compute"].min_size == args["compute"].max_size == want[0]
+
+
+def test_the_gpu_backend_on_a_cluster_without_gpus_is_refused(monkeypatch) -> None:
+    import ray
+
+    from appliance.bulk import engine
+    from appliance.errors import ApplianceError
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8})
+    with pytest.raises(ApplianceError, match="no GPU"):
+        engine.size_pool("gpu")
+    # A rematch keeps a CPU for the readers: 8 CPUs, 7 actors of one thread.
+    pool = engine.size_pool("cpu", reserve=1, default_threads=1)
+    assert (pool.actors, pool.threads) == (7, 1)

@@ -102,19 +102,32 @@ def quiet_data() -> None:
     logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
+@dataclass
+class Drained:
+    """What ``drain`` saw: units done, seconds in all, and seconds until the
+    first result (Ray Data's planning and the actors' set-up: loading the
+    snapshot, the kernels)."""
+
+    done: int = 0
+    seconds: float = 0.0
+    first_seconds: float = 0.0
+
+
 def drain(batches: Any, sink: Callable[[Any], int], total: int | None, unit: str,
-          progress: bool) -> tuple[int, float]:
+          progress: bool) -> Drained:
     """Feed every pyarrow batch of ``batches`` to ``sink`` (which says how many
-    ``unit`` it held), behind a progress bar of ``unit`` done and per second;
-    returns (units done, seconds)."""
+    ``unit`` it held), behind a progress bar of ``unit`` done and per second."""
     from tqdm import tqdm
 
-    done = 0
+    out = Drained()
     start = time.perf_counter()
     with tqdm(total=total, unit=unit, file=sys.stderr, disable=not progress or None,
               smoothing=0.1) as bar:
         for batch in batches:
+            if not out.first_seconds:
+                out.first_seconds = time.perf_counter() - start
             n = sink(batch)
-            done += n
+            out.done += n
             bar.update(n)
-    return done, time.perf_counter() - start
+    out.seconds = time.perf_counter() - start
+    return out

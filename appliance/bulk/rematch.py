@@ -163,6 +163,7 @@ class Summary:
     rows_hit: int = 0
     malformed: int = 0
     seconds: float = 0.0
+    first_seconds: float = 0.0
     parts: int = 0
     against: str = ""
 
@@ -170,6 +171,7 @@ class Summary:
         rate = round(self.rows / self.seconds, 1) if self.seconds > 0 else 0.0
         return {"rows": self.rows, "hits": self.hits, "rows_hit": self.rows_hit,
                 "malformed": self.malformed, "seconds": round(self.seconds, 3),
+                "first_result_seconds": round(self.first_seconds, 3),
                 "rows_per_second": rate, "parquet_files": self.parts, "against": self.against}
 
 
@@ -270,8 +272,9 @@ def run(config: Config, hashes: str, out: str, since: Sequence[str], *,
             return int(pc.sum(table.column("rows")).as_py() or 0)
 
         batches = matched.iter_batches(batch_format="pyarrow", batch_size=None)
-        summary.rows, summary.seconds = engine.drain(batches, write, records.count(), "row",
-                                                     progress)
+        drained = engine.drain(batches, write, records.count(), "row", progress)
+        summary.rows, summary.seconds = drained.done, drained.seconds
+        summary.first_seconds = drained.first_seconds
     finally:
         sink.close()
         summary.parts = len(sink.files)

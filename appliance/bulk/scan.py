@@ -160,13 +160,16 @@ class Summary:
     matched_files: int = 0
     errors: int = 0
     seconds: float = 0.0
+    # Until the first result came back: the actors' set-up, mostly.
+    first_seconds: float = 0.0
     parts: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         rate = round(self.files / self.seconds, 1) if self.seconds > 0 else 0.0
         return {"files": self.files, "bytes": self.bytes, "matches": self.matches,
                 "matched_files": self.matched_files, "errors": self.errors,
-                "seconds": round(self.seconds, 3), "files_per_second": rate,
+                "seconds": round(self.seconds, 3), "first_result_seconds":
+                round(self.first_seconds, 3), "files_per_second": rate,
                 "parquet_files": self.parts}
 
 
@@ -205,8 +208,9 @@ def run(config: Config, source: str, out: str, signals: tuple[str, ...], *,
             return int(table.num_rows)
 
         batches = hashed.iter_batches(batch_format="pyarrow", batch_size=None) if names else ()
-        summary.files, summary.seconds = engine.drain(batches, write, len(names), "file",
-                                                      progress)
+        drained = engine.drain(batches, write, len(names), "file", progress)
+        summary.files, summary.seconds = drained.done, drained.seconds
+        summary.first_seconds = drained.first_seconds
     finally:
         sink.close()
         summary.parts = len(sink.files)
