@@ -223,8 +223,9 @@ def _brute(records: pa.Table, lists: dict[str, tuple[str, list[dict[str, str]]]]
                 if row["md5"] and e["md5"] == row["md5"] and (
                         allowed is None or ("md5", e["md5"]) in allowed):
                     hits.add((hit[0], "md5", *hit[1:], 0))
-            value = row["pdq"]
-            if not value or value.startswith("zz") or row["pdq_quality"] < QUALITY_MIN:
+            value, quality = row["pdq"], row.get("pdq_quality")
+            if not value or value.startswith("zz") or (quality is not None
+                                                       and quality < QUALITY_MIN):
                 continue
             q = np.frombuffer(bytes.fromhex(value), dtype=np.uint8)
             distance = _POP[pdq ^ q].sum(axis=1)
@@ -319,6 +320,16 @@ def test_rematch_only_new_since_an_older_snapshot_equals_brute_force(ray_here, t
                      "--only-new-since", f"ncmec={tmp_path / 'old.csv'}",
                      "--out", str(out), *flags]) == 1
     assert _found(out) == want
+    # Records without a quality column: PDQ matched with no quality gate.
+    ungated = records.drop_columns(["pdq_quality"])
+    pq.write_table(ungated, tmp_path / "ungated.parquet")
+    out = tmp_path / "ungated"
+    assert cli.main(["bulk", "rematch", str(tmp_path / "ungated.parquet"),
+                     "--lists", f"ncmec={tmp_path / 'new.csv'}",
+                     "--only-new-since", str(tmp_path / "old.snap"),
+                     "--out", str(out), *flags]) == 1
+    more = _brute(ungated, {"ncmec": (version, new)}, {"ncmec": added})
+    assert len(more) > len(want) and _found(out) == more
 
 
 def test_rematch_refuses_records_it_cannot_match(ray_here, tmp_path) -> None:

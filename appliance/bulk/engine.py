@@ -131,3 +131,28 @@ def drain(batches: Any, sink: Callable[[Any], int], total: int | None, unit: str
             bar.update(n)
     out.seconds = time.perf_counter() - start
     return out
+
+
+def execute(address: str | None, sink: Any, batches: Callable[[], Any],
+            write: Callable[[Any], int], total: int | None, unit: str,
+            progress: bool) -> Drained:
+    """Connect (``connect``), run the pipeline that ``batches`` builds into
+    ``write`` (``drain``), then close ``sink`` (a ParquetParts) and stop the
+    Ray this call started, whatever happened."""
+    import ray
+
+    started = connect(address)
+    try:
+        quiet_data()
+        return drain(batches(), write, total, unit, progress)
+    finally:
+        sink.close()
+        if started:
+            ray.shutdown()
+
+
+def column_sum(table: Any, name: str) -> int:
+    """The sum of a pyarrow table's integer or boolean column (0 when empty)."""
+    import pyarrow.compute as pc
+
+    return int(pc.sum(table.column(name)).as_py() or 0)

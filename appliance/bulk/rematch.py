@@ -247,39 +247,29 @@ def run(config: Config, hashes: str, out: str, since: Sequence[str], *,
     against = (f"{values} values added since {', '.join(since)}" if since
                else f"{values} list values")
     sink = ParquetParts(out, hit_schema())
-    started = engine.connect(ray_address)
     summary = Summary(against=against)
-    try:
-        engine.quiet_data()
-        dataset = records.dataset()
+
+    def batches() -> Any:
         # One thread an actor (a lookup is one thread's work), a CPU left to
         # the tasks that read the records.
         pool = engine.size_pool(config.server.backend, actors, threads, reserve=1,
                                 default_threads=1)
-        matched = dataset.map_batches(
+        matched = records.dataset().map_batches(
             RematchWorker, batch_size=ROWS_PER_CALL, batch_format="pyarrow",
             fn_constructor_kwargs={"config": config, "since": since}, **pool.remote_args())
+        return matched.iter_batches(batch_format="pyarrow", batch_size=None)
 
-        def write(table: Any) -> int:
-            flat = pc.list_flatten(table.column("hits"))
-            if len(flat):
-                sink.write(pa.Table.from_struct_array(flat.combine_chunks()
-                                                      if hasattr(flat, "combine_chunks")
-                                                      else flat))
-            summary.hits += len(flat)
-            summary.rows_hit += int(pc.sum(table.column("rows_hit")).as_py() or 0)
-            summary.malformed += int(pc.sum(table.column("malformed")).as_py() or 0)
-            return int(pc.sum(table.column("rows")).as_py() or 0)
+    def write(table: Any) -> int:
+        flat = pc.list_flatten(table.column("hits"))
+        if len(flat):
+            sink.write(pa.Table.from_struct_array(flat))
+        summary.hits += len(flat)
+        summary.rows_hit += engine.column_sum(table, "rows_hit")
+        summary.malformed += engine.column_sum(table, "malformed")
+        return engine.column_sum(table, "rows")
 
-        batches = matched.iter_batches(batch_format="pyarrow", batch_size=None)
-        drained = engine.drain(batches, write, records.count(), "row", progress)
-        summary.rows, summary.seconds = drained.done, drained.seconds
-        summary.first_seconds = drained.first_seconds
-    finally:
-        sink.close()
-        summary.parts = len(sink.files)
-        if started:
-            import ray
-
-            ray.shutdown()
+    drained = engine.execute(ray_address, sink, batches, write, records.count(), "row",
+                             progress)
+    summary.rows, summary.seconds = drained.done, drained.seconds
+    summary.first_seconds, summary.parts = drained.first_seconds, len(sink.files)
     return summary

@@ -182,40 +182,34 @@ def run(config: Config, source: str, out: str, signals: tuple[str, ...], *,
 
     names = list_source(source)
     sink = ParquetParts(out, schema(columns(signals)))
-    started = engine.connect(ray_address)
     summary = Summary()
-    try:
-        engine.quiet_data()
+
+    def batches() -> Any:
+        if not names:
+            return ()
         pool = engine.size_pool(config.server.backend, actors, threads or config.server.workers)
         blocks = max(1, min(len(names) // FILES_PER_CALL, 4 * pool.actors * 8))
         dataset = ray.data.from_items([{"path": n} for n in names],
-                                      override_num_blocks=blocks if names else None)
+                                      override_num_blocks=blocks)
         hashed = dataset.map_batches(
             ScanWorker, batch_size=FILES_PER_CALL, batch_format="pyarrow",
             fn_constructor_kwargs={"config": config, "signals": signals,
                                    "threads": pool.threads},
             **pool.remote_args())
+        return hashed.iter_batches(batch_format="pyarrow", batch_size=None)
 
-        def write(table: Any) -> int:
-            import pyarrow.compute as pc
+    def write(table: Any) -> int:
+        import pyarrow.compute as pc
 
-            sink.write(table)
-            summary.bytes += int(pc.sum(table.column("size")).as_py() or 0)
-            summary.errors += table.num_rows - table.column("error").null_count
-            summary.matched_files += int(pc.sum(table.column("matched")).as_py() or 0)
-            summary.matches += int(pc.sum(pc.list_value_length(table.column("matches")))
-                                   .as_py() or 0)
-            return int(table.num_rows)
+        sink.write(table)
+        summary.bytes += engine.column_sum(table, "size")
+        summary.errors += table.num_rows - table.column("error").null_count
+        summary.matched_files += engine.column_sum(table, "matched")
+        summary.matches += int(pc.sum(pc.list_value_length(table.column("matches"))).as_py()
+                               or 0)
+        return int(table.num_rows)
 
-        batches = hashed.iter_batches(batch_format="pyarrow", batch_size=None) if names else ()
-        drained = engine.drain(batches, write, len(names), "file", progress)
-        summary.files, summary.seconds = drained.done, drained.seconds
-        summary.first_seconds = drained.first_seconds
-    finally:
-        sink.close()
-        summary.parts = len(sink.files)
-        if started:
-            import ray
-
-            ray.shutdown()
+    drained = engine.execute(ray_address, sink, batches, write, len(names), "file", progress)
+    summary.files, summary.seconds = drained.done, drained.seconds
+    summary.first_seconds, summary.parts = drained.first_seconds, len(sink.files)
     return summary
