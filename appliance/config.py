@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -254,6 +255,25 @@ def _warn_deprecated(deprecated: Mapping[str, list[str]]) -> None:
 NOT_CONFIGURATION = frozenset({"APPLIANCE_TOKEN", "APPLIANCE_REQUIRE_GPU"})
 
 
+# The variables Kubernetes gives a pod for each Service of its namespace: a
+# Service "appliance-grpc" makes APPLIANCE_GRPC_SERVICE_HOST,
+# APPLIANCE_GRPC_PORT=tcp://..., APPLIANCE_GRPC_PORT_50051_TCP_ADDR, ... They
+# are not configuration, and in a pod (KUBERNETES_SERVICE_HOST is set) they
+# are passed over; no key is spelt like them (server.port is a number, never
+# tcp://...).
+_SERVICE_LINK = re.compile(
+    r"(_SERVICE_HOST|_SERVICE_PORT(_\w+)?|_PORT_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$")
+_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://\S+")
+
+
+def _service_link(name: str, value: str, env: Mapping[str, str]) -> bool:
+    if "KUBERNETES_SERVICE_HOST" not in env:
+        return False
+    if _SERVICE_LINK.search(name):
+        return True
+    return name.endswith("_PORT") and _SERVICE_URL.fullmatch(value) is not None
+
+
 def load(
     path: str | None = None,
     env: Mapping[str, str] | None = None,
@@ -282,7 +302,8 @@ def load(
             else:
                 raise ConfigError(f"{path}: unknown section {section!r}")
     for name, raw in sorted((env or {}).items()):
-        if not name.startswith("APPLIANCE_") or name in NOT_CONFIGURATION:
+        if not name.startswith("APPLIANCE_") or name in NOT_CONFIGURATION or \
+                _service_link(name, raw, env or {}):
             continue
         rest = name[len("APPLIANCE_"):].lower()
         section, _, key = rest.partition("_")

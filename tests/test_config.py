@@ -340,3 +340,33 @@ def test_the_readmes_configuration_is_every_setting_at_its_default(
     caplog.set_level(logging.WARNING, logger="appliance.config")
     assert replace(cfg.load(str(path)), lists=()) == cfg.load()
     assert _deprecations(caplog) == []
+
+
+def _links(service: str, port: int) -> dict[str, str]:
+    """What the kubelet sets for a Service (enableServiceLinks, the default)."""
+    p = service.upper().replace("-", "_")
+    url = f"tcp://10.0.0.7:{port}"
+    return {f"{p}_SERVICE_HOST": "10.0.0.7", f"{p}_SERVICE_PORT": str(port),
+            f"{p}_SERVICE_PORT_GRPC": str(port), f"{p}_PORT": url,
+            f"{p}_PORT_{port}_TCP": url, f"{p}_PORT_{port}_TCP_PROTO": "tcp",
+            f"{p}_PORT_{port}_TCP_PORT": str(port), f"{p}_PORT_{port}_TCP_ADDR": "10.0.0.7"}
+
+
+def test_kubernetes_service_links_are_not_configuration_in_a_pod() -> None:
+    links = {**_links("appliance", 50051), **_links("appliance-grpc", 50051),
+             **_links("appliance-server", 9464)}
+    pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", **links, "APPLIANCE_SERVER_PORT": "6000",
+           "APPLIANCE_SERVER_METRICS_PORT": "6001"}
+    config = cfg.load(env=pod)
+    assert (config.server.port, config.server.metrics_port) == (6000, 6001)  # real keys apply
+    # Outside a pod, or spelt as a key, they are what they look like: errors.
+    with pytest.raises(ConfigError):
+        cfg.load(env=links)
+    with pytest.raises(ConfigError):
+        cfg.load(env={"KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                      "APPLIANCE_SERVER_PORTS": "tcp://10.0.0.7:1"})
+    with pytest.raises(ConfigError):
+        cfg.load(env={"KUBERNETES_SERVICE_HOST": "10.0.0.1", "APPLIANCE_SERVER_PORT": "6x"})
+    # A Service "appliance-server" sets APPLIANCE_SERVER_PORT=tcp://...: passed over.
+    assert cfg.load(env={"KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                         **_links("appliance-server", 9464)}).server.port == 50051

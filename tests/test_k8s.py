@@ -263,7 +263,10 @@ def pod_environment(objects: list[Obj]) -> dict[str, str]:
     turned off), then ``env`` in order, ``$(VAR)`` expanded, fields and resources
     filled in."""
     c, spec = container(objects), pod_spec(objects)
-    env = {} if spec.get("enableServiceLinks") is False else _service_links(objects)
+    # The API server's address is set in every pod, service links or not.
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    if spec.get("enableServiceLinks") is not False:
+        env.update(_service_links(objects))
     for var in c.get("env", []):
         if "value" in var:
             value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)),
@@ -815,7 +818,6 @@ BREAKAGES: dict[str, tuple[str, str, Callable[[list[Obj]], Any]]] = {
     "cpu-image-on-gpu": ("gpu", "check_command", lambda o: _c(o).update(
         image="registry.example.com/baseline-appliance:0.1.0-cpu")),
     "unknown-flag": ("cpu", "check_command", lambda o: _c(o)["args"].append("--no-such-flag")),
-    "service-links": ("cpu", "check_command", lambda o: pod_spec(o).pop("enableServiceLinks")),
     "command-override": ("cpu", "check_command", lambda o: _c(o).update(command=["sleep"])),
     "replicas-set": ("cpu", "check_rollout",
                      lambda o: one(o, "Deployment")["spec"].update(replicas=3)),
