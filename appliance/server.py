@@ -268,7 +268,6 @@ async def create_server(
     if config.server.health_port:
         handle._health_server, handle.health_port = _health_server(
             health_servicer, f"{config.server.host}:{config.server.health_port}")
-        await handle._health_server.start()
     if metrics_http:
         if config.security.metrics_tls:
             handle._metrics_tls = metrics_context(TlsFiles(config.security.tls_cert,
@@ -283,6 +282,8 @@ async def create_server(
                               f"{config.server.metrics_port}: {exc.strerror or exc}") from exc
         handle.metrics_port = handle._metrics_server.port
     await server.start()
+    if handle._health_server is not None:  # started with the server, not before a failed bind
+        await handle._health_server.start()
     handle._load_task = asyncio.create_task(first_load(handle))
     tasks = [asyncio.create_task(watch_health(handle))]
     if config.server.watch_lists_seconds > 0:

@@ -159,6 +159,24 @@ def test_a_text_file_of_paths_is_a_source_and_a_missing_file_is_a_row(
                      "--no-progress"]) == 2
 
 
+def test_uris_go_through_pyarrow_filesystems(ray_here, tmp_path) -> None:
+    """A source and an output named by URI (file:// here; s3:// and the others
+    take the same path through pyarrow): listed, read by the actors and
+    written through the filesystem, with the same answers as local paths."""
+    source, _, common = _setup(tmp_path)
+    local, remote = tmp_path / "local", tmp_path / "deep" / "er" / "remote"
+    args = [*common, "--signals", "md5,pdq", "--no-progress"]
+    assert cli.main(["bulk", "scan", str(source), *args, "--out", str(local)]) == 1
+    assert cli.main(["bulk", "scan", f"file://{source}", *args,
+                     "--out", f"file://{remote}"]) == 1
+    want = {r["path"]: r for r in _parquet(local)}
+    got = {r["path"]: r for r in _parquet(remote)}  # its parents were made: a prefix
+    assert set(got) == {f"file://{p}" for p in want}
+    for path, row in got.items():
+        assert {**row, "path": path[len("file://"):]} == want[path[len("file://"):]]
+    assert sum(r["matched"] for r in got.values()) >= 3
+
+
 # -- bulk rematch -----------------------------------------------------------------------------
 
 
