@@ -53,8 +53,7 @@ def _local_results(
     """
     from appliance.backend import make_pipeline, select_backend
     from appliance.loading import load_snapshot
-    from appliance.reading import read_item
-    from appliance.results import Item
+    from appliance.reading import hash_files
 
     pipeline = make_pipeline(config, select_backend(config.server.backend, config.gpu))
     snapshot = load_snapshot(config).snapshot if match else None
@@ -63,10 +62,7 @@ def _local_results(
     limit = config.limits.max_stream_bytes
 
     def run(chunk: Sequence[Path]) -> list[Any]:
-        read = list(pool.map(lambda p: read_item(str(p), limit, signals), chunk))
-        items = [r for r in read if isinstance(r, Item)]
-        done = iter(pipeline.run(items, snapshot, pool))
-        return [next(done) if isinstance(r, Item) else r for r in read]
+        return hash_files([str(p) for p in chunk], pipeline, snapshot, pool, limit, signals)
 
     step = 8 * workers
     chunks = [paths[i:i + step] for i in range(0, len(paths), step)]

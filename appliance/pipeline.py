@@ -44,7 +44,7 @@ from appliance.work import DeviceHasher, Work, device_inputs, distribute
 log = logging.getLogger("appliance.pipeline")
 
 
-def _best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
+def best_per_entry(hits: Sequence[Hit]) -> list[Hit]:
     """One hit per (signal, list, entry): the closest, the stored orientation on ties.
 
     With dihedral or EXIF variants a symmetric picture can match one entry
@@ -366,7 +366,7 @@ def match_results(
 
     One ``find`` query per signal and band; ``bands[k]`` (default 0): result
     k's hits up to that many bits beyond a Hamming threshold go to its
-    ``near``. Each result keeps one hit per entry (``_best_per_entry``), and an
+    ``near``. Each result keeps one hit per entry (``best_per_entry``), and an
     allow-list hit suppresses its block hits.
     """
     queries: dict[tuple[str, int], list[tuple[ItemResult, HashValue]]] = defaultdict(list)
@@ -385,6 +385,6 @@ def match_results(
     for result in results:
         # Most results have no hit or one (a Lookup's 100k hashes): nothing to choose.
         if len(result.matches) > 1:
-            result.matches = suppress_allowed(_best_per_entry(result.matches))
+            result.matches = suppress_allowed(best_per_entry(result.matches))
         if len(result.near) > 1:
-            result.near = _best_per_entry(result.near)
+            result.near = best_per_entry(result.near)

@@ -1,4 +1,5 @@
-"""Files into Items for the local commands (``scan``, ``match``) and the bulk engine.
+"""Files into Items, and through the pipeline, for the local commands (``scan``,
+``match``) and the bulk engine.
 
 A file is held to ``limits.max_stream_bytes``, as ``--server`` holds the
 files it streams, so local, remote and bulk answers agree; a larger file is
@@ -8,13 +9,18 @@ refused from its size, unread. The bytes go into the Item and nowhere else.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ItemCode
 from appliance.results import Item, ItemError, ItemResult
+
+if TYPE_CHECKING:
+    from appliance.index.snapshot import Snapshot
+    from appliance.pipeline import Pipeline
 
 Opener = Callable[[str], AbstractContextManager[Any]]
 """name -> an open binary file: the built-in ``open`` for local paths, a
@@ -48,6 +54,20 @@ def read_item(name: str, limit: int, signals: tuple[str, ...],
             return Item(name, f.read(limit + 1), signals, streamed=True)
     except OSError as exc:
         return ItemResult(id=name, size=0, error=ItemError(ItemCode.UNREADABLE, str(exc)))
+
+
+def hash_files(names: Sequence[str], pipeline: Pipeline, snapshot: Snapshot | None,
+               pool: Executor, limit: int, signals: tuple[str, ...],
+               opener: Callable[[str], Opener] | None = None) -> list[ItemResult]:
+    """The files ``names``, read on ``pool`` (``opener(name)`` opens one; default
+    the built-in ``open``) and run through ``pipeline`` as one batch: their
+    results in order, a file that could not be read with its own. The bytes
+    are dropped when this returns."""
+    read = list(pool.map(
+        lambda n: read_item(n, limit, signals, opener(n) if opener else local_open), names))
+    items = [r for r in read if isinstance(r, Item)]
+    done = iter(pipeline.run(items, snapshot, pool))
+    return [next(done) if isinstance(r, Item) else r for r in read]
 
 
 def walk(root: Path) -> Iterator[Path]:

@@ -167,17 +167,22 @@ def _health_server(servicer: health_aio.HealthServicer, address: str) -> tuple[
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", 4096), ("grpc.so_reuseport", 0)])
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return server, _bind(server, address, what="the health port ")
+
+
+def _bind(server: grpc.aio.Server, address: str,
+          credentials: grpc.ServerCredentials | None = None, what: str = "") -> int:
+    """Bind ``server`` to ``address`` (TLS with ``credentials``); its port, or
+    ConfigError when the address cannot be had."""
+    why = f"cannot bind {what}{address}: in use, or not an address of this machine"
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as exc:
-        port = 0
-        cause: Exception | None = exc
-    else:
-        cause = None
+        port = (server.add_insecure_port(address) if credentials is None
+                else server.add_secure_port(address, credentials))
+    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
+        raise ConfigError(why) from exc
     if port == 0:
-        raise ConfigError(f"cannot bind the health port {address}: in use, or not an address "
-                          "of this machine") from cause
-    return server, port
+        raise ConfigError(why)
+    return port
 
 
 async def create_server(
@@ -255,15 +260,8 @@ async def create_server(
          reflection.SERVICE_NAME),
         server,
     )
-    address = f"{config.server.host}:{config.server.port}"
-    try:
-        port = (server.add_insecure_port(address) if security.certificates is None
-                else server.add_secure_port(address, security.certificates.credentials()))
-    except RuntimeError as exc:  # grpc raises RuntimeError("Failed to bind ...")
-        raise ConfigError(f"cannot bind {address}: in use, or not an address of this "
-                          "machine") from exc
-    if port == 0:
-        raise ConfigError(f"cannot bind {address}: in use, or not an address of this machine")
+    port = _bind(server, f"{config.server.host}:{config.server.port}",
+                 None if security.certificates is None else security.certificates.credentials())
     handle = ServerHandle(server, port, None, app, health_servicer)
     if config.server.health_port:
         handle._health_server, handle.health_port = _health_server(

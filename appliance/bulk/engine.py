@@ -12,8 +12,6 @@ from typing import Any
 
 from appliance.errors import ApplianceError
 
-log = logging.getLogger(__name__)
-
 # A local Ray's object store holds paths and results only (never content):
 # a small one leaves the memory to the hashing.
 _LOCAL_STORE_BYTES = 256 * 1024 * 1024

@@ -64,7 +64,6 @@ class ParquetParts:
                 raise ApplianceError(f"--out {out}: the directory {parent} does not exist")
         self.fs.create_dir(self.root, recursive=is_uri(out))
         self.files: list[str] = []
-        self.rows = 0
         self._writer: Any = None
         self._in_file = 0
 
@@ -80,7 +79,6 @@ class ParquetParts:
             take = min(table.num_rows - start, self.rows_per_file - self._in_file)
             self._writer.write_table(table.slice(start, take))
             self._in_file += take
-            self.rows += take
             start += take
 
     def _next(self, pq: Any) -> None:

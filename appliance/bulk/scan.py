@@ -22,8 +22,8 @@ from appliance.bulk import engine
 from appliance.bulk.output import ParquetParts, absolute, filesystem, is_uri
 from appliance.config import Config
 from appliance.errors import ApplianceError
-from appliance.reading import local_open, read_item, walk
-from appliance.results import Item, ItemResult
+from appliance.reading import hash_files, local_open, walk
+from appliance.results import ItemResult
 
 # Files per actor call: enough for the pipeline's batches, few enough that a
 # batch of large files stays within memory (at most this many are held).
@@ -142,13 +142,9 @@ class ScanWorker:
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
 
-        names = batch.column("path").to_pylist()
-        read = list(self.pool.map(
-            lambda n: read_item(n, self.limit, self.signals, self._opener(n)), names))
-        items = [r for r in read if isinstance(r, Item)]
-        done = iter(self.pipeline.run(items, self.snapshot, self.pool))
-        results = [next(done) if isinstance(r, Item) else r for r in read]
-        del items, read  # the files' bytes: gone before the rows leave this actor
+        # The files' bytes are gone once hash_files returns, before the rows leave.
+        results = hash_files(batch.column("path").to_pylist(), self.pipeline, self.snapshot,
+                             self.pool, self.limit, self.signals, self._opener)
         return pa.table(rows(results, self.columns), schema=schema(self.columns))
 
 
